@@ -1,0 +1,618 @@
+# cython: language_level=3
+"""Coding the quantization levels of tensors inside one NDU payload.
+
+Implements, for each tensor of an NDU (NNC format note §4.4, §7.4-7.5, §8, §9):
+the tensor-level flags (HDSP, row skipping), the context-parameter signalling
+("param_opt") with the encoder's cost pre-pass, the level scan (raster or block scan),
+dependent-quantization state tracking, block-row resets and the entry points a decoder
+needs to start mid-tensor.
+
+The Python surface is two classes, :class:`PayloadEncoder` and :class:`PayloadDecoder`,
+each wrapping one arithmetic-coded segment that may hold several tensors.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t, uint8_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+
+from nnc_core.errors import DecodeError
+
+from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bit_position, dec_bypass,
+                     dec_bypass_bits, dec_start, dec_terminate, enc_bin, enc_bypass,
+                     enc_bypass_bits, enc_finish, enc_start)
+from .binarization cimport (BinWriter, CostProbe, LevelBounds, decode_level,
+                            encode_level)
+from .contexts cimport (NUM_PARAM_SETS, ContextLayout, layout_init, sig_context,
+                        sign_context)
+from .model cimport ContextModel, dq_next_state, model_init, model_reset
+
+cnp.import_array()
+
+cdef long long UNBOUNDED = 1LL << 62
+cdef long long INT32_MAX = 2147483647
+cdef int PARAM_SET_PENALTY = 3 * 32768     # signalling cost of a non-default set, 1/32768 bit
+
+# decoder error codes, turned into DecodeError messages by the Python wrappers
+cdef enum:
+    DEC_OK = 0
+    DEC_PAST_END = 1
+    DEC_LEVEL_RANGE = 2
+    DEC_NO_MEMORY = 3
+
+
+ctypedef struct Segment:
+    Py_ssize_t start          # raster index of the first element
+    Py_ssize_t length
+    Py_ssize_t row
+    bint ends_block_row       # the scan leaves a block row that is not the last one
+
+
+ctypedef struct TensorCoding:
+    Py_ssize_t rows           # H = dims[0]
+    Py_ssize_t cols           # W = product of the other dims
+    bint dq
+    int block                 # side of the block scan, 0 for raster order
+    int num_block_rows
+    bint tensor_flags         # HDSP / row-skip flags present (§9.2)
+    bint parent_present
+    int cb_size
+    int cb_zero
+    ContextLayout layout
+    LevelBounds bounds
+    bint hdsp
+    bint row_skip
+    const int32_t* tca_base   # NULL when temporal context adaptation is off
+    const uint8_t* history    # NULL when HDSP is off
+    int skip_state[8]         # DQ state after a skipped row: W even transitions
+
+
+cdef int configure(TensorCoding* t, Py_ssize_t rows, Py_ssize_t cols, bint dq, int num_gt,
+                   int scan_order, int profile, bint parent_present, int cb_size,
+                   int cb_zero) except -1:
+    cdef int s, i
+    if rows < 0 or cols < 0:
+        raise ValueError("negative tensor dimensions")
+    if not 1 <= num_gt <= 256:
+        raise ValueError(f"number of greater-than flags must be in 1..256, got {num_gt}")
+    if not 0 <= scan_order <= 4:
+        raise ValueError(f"scan_order must be in 0..4, got {scan_order}")
+    if cb_size < 0 or (cb_size > 0 and not 0 <= cb_zero < cb_size):
+        raise ValueError("codebook zero offset outside the codebook")
+    memset(t, 0, sizeof(TensorCoding))
+    t.rows = rows
+    t.cols = cols
+    t.dq = dq
+    # block scans apply to true matrices only (§9.1)
+    t.block = (4 << scan_order) if (scan_order > 0 and rows > 1 and cols > 1) else 0
+    t.num_block_rows = <int>((rows + t.block - 1) // t.block) if t.block else 1
+    t.tensor_flags = profile == 1 and rows > 1 and cols > 1 and cb_size != 1
+    t.parent_present = parent_present
+    t.cb_size = cb_size if profile == 1 else 0
+    t.cb_zero = cb_zero
+    layout_init(&t.layout, num_gt)
+    if t.cb_size > 0:
+        t.bounds.max_pos = t.cb_size - 1 - cb_zero
+        t.bounds.max_neg = cb_zero
+        t.bounds.sign_coded = cb_zero != 0 and cb_zero != t.cb_size - 1
+    else:
+        t.bounds.max_pos = UNBOUNDED
+        t.bounds.max_neg = UNBOUNDED
+        t.bounds.sign_coded = True
+    for s in range(8):
+        t.skip_state[s] = s
+        for i in range(cols % 4):      # the even-parity transitions cycle with period 4
+            t.skip_state[s] = dq_next_state(t.skip_state[s], 0)
+    return 0
+
+
+cdef Segment* build_segments(const TensorCoding* t, Py_ssize_t* count) noexcept nogil:
+    """The scan as contiguous runs of one row inside one block (§9.1-9.3)."""
+    cdef Py_ssize_t n, y, x, i = 0
+    cdef Py_ssize_t width = t.block if t.block else t.cols
+    cdef Segment* segs
+    cdef int block_row
+    if not t.block and not t.row_skip:       # one run over the whole tensor
+        segs = <Segment*>malloc(sizeof(Segment))
+        if segs != NULL:
+            segs[0].start = 0
+            segs[0].length = t.rows * t.cols
+            segs[0].row = 0
+            segs[0].ends_block_row = False
+        count[0] = 1
+        return segs
+    if not t.block:
+        n = t.rows
+        segs = <Segment*>malloc(sizeof(Segment) * (n if n > 0 else 1))
+        if segs == NULL:
+            return NULL
+        for y in range(t.rows):
+            segs[y].start = y * t.cols
+            segs[y].length = t.cols
+            segs[y].row = y
+            segs[y].ends_block_row = False
+        count[0] = n
+        return segs
+    n = t.rows * ((t.cols + width - 1) // width)
+    segs = <Segment*>malloc(sizeof(Segment) * (n if n > 0 else 1))
+    if segs == NULL:
+        return NULL
+    for block_row in range(t.num_block_rows):
+        x = 0
+        while x < t.cols:
+            for y in range(block_row * width, min((block_row + 1) * width, t.rows)):
+                segs[i].start = y * t.cols + x
+                segs[i].length = min(width, t.cols - x)
+                segs[i].row = y
+                segs[i].ends_block_row = False
+                i += 1
+            x += width
+        if block_row < t.num_block_rows - 1:
+            segs[i - 1].ends_block_row = True
+    count[0] = i
+    return segs
+
+
+cdef Py_ssize_t param_list(const TensorCoding* t, int* ctx, bint* present) noexcept nogil:
+    """Contexts whose parameter set is signalled, in bitstream order (§7.4)."""
+    cdef int G = t.layout.num_gt
+    cdef bint tca = t.tca_base != NULL
+    cdef bint bounded = t.cb_size > 0
+    cdef long long M = 0
+    cdef bint levels_coded = t.cb_size != 1
+    cdef bint sign_coded = levels_coded and t.bounds.sign_coded
+    cdef Py_ssize_t n = 0
+    cdef int c, a
+    if bounded:
+        M = t.cb_zero if t.cb_zero > t.cb_size - 1 - t.cb_zero else t.cb_size - 1 - t.cb_zero
+    for c in range(0, 24 if t.dq else 3):
+        ctx[n] = c; present[n] = levels_coded; n += 1
+    if tca:
+        for c in range(24, 40 if t.dq else 26):
+            ctx[n] = c; present[n] = levels_coded; n += 1
+    if t.hdsp:
+        for c in range(40, 48 if t.dq else 41):
+            ctx[n] = c; present[n] = levels_coded; n += 1
+    for c in range(48, 53 if tca else 51):
+        ctx[n] = c; present[n] = sign_coded; n += 1
+    for a in range(2 * G):
+        ctx[n] = 53 + a; present[n] = not bounded or a < 2 * M; n += 1
+    if tca:
+        for a in range(2 * G, 4 * G):
+            ctx[n] = 53 + a; present[n] = not bounded or a < 2 * (M - 1) + 2 * G; n += 1
+    for a in range(31):
+        ctx[n] = t.layout.remainder + a
+        present[n] = not bounded or G + (1LL << (a + 1)) - 2 < M
+        n += 1
+    return n
+
+
+cdef inline long long dq_transmitted(long long r, int state) noexcept nogil:
+    """Reconstruction integer -> transmitted level in a DQ state (encoder rule of §5.4)."""
+    if r == 0:
+        return 0
+    return (r + (state & 1)) >> 1 if r > 0 else (r - (state & 1)) >> 1
+
+
+cdef inline long long dq_reconstruction(long long k, int state) noexcept nogil:
+    if k == 0:
+        return 0
+    return 2 * k - (state & 1) if k > 0 else 2 * k + (state & 1)
+
+
+cdef inline bint row_is_skipped(const TensorCoding* t, const uint8_t* skip, Py_ssize_t row) noexcept nogil:
+    return t.row_skip and skip[row]
+
+
+# ----------------------------------------------------------------------------- encoder side
+
+cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_t* skip,
+                           const Segment* segs, Py_ssize_t nseg, uint8_t* chosen) noexcept nogil:
+    """Param_opt pre-pass (§7.5): price every context's bins under the 9 parameter sets.
+
+    Mirrors the real pass, except that it binarizes the reconstruction integer r (not the
+    transmitted k), is never truncated by a codebook, ignores bypass bins and keeps the
+    neighbour across block rows -- exactly what makes the choices match other encoders.
+    """
+    cdef Py_ssize_t count = t.layout.count
+    cdef CostProbe probe
+    cdef LevelBounds open_bounds
+    cdef Py_ssize_t si, p, end, c
+    cdef int e, best, state = 0
+    cdef long long value, previous = 0, base = 0, cost, best_cost
+    cdef bint hd
+    probe.shadow = <ContextModel*>malloc(sizeof(ContextModel) * count * NUM_PARAM_SETS)
+    probe.cost = <long long*>calloc(count * NUM_PARAM_SETS, sizeof(long long))
+    if probe.shadow == NULL or probe.cost == NULL:
+        free(probe.shadow)
+        free(probe.cost)
+        return -1
+    for c in range(count):
+        for e in range(NUM_PARAM_SETS):
+            model_init(&probe.shadow[NUM_PARAM_SETS * c + e], e)
+    open_bounds.max_pos = UNBOUNDED
+    open_bounds.max_neg = UNBOUNDED
+    open_bounds.sign_coded = True
+    for si in range(nseg):
+        if row_is_skipped(t, skip, segs[si].row):
+            if t.dq:
+                state = t.skip_state[state]
+        else:
+            end = segs[si].start + segs[si].length
+            for p in range(segs[si].start, end):
+                value = r[p]
+                if t.tca_base != NULL:
+                    base = t.tca_base[p]
+                hd = t.hdsp and t.history[p]
+                encode_level(&probe, &t.layout, value, sig_context(state, previous, base, hd),
+                             sign_context(previous, base), base, &open_bounds)
+                if t.dq:
+                    state = dq_next_state(state, dq_transmitted(value, state))
+                previous = value
+        if segs[si].ends_block_row:
+            for c in range(count * NUM_PARAM_SETS):
+                model_reset(&probe.shadow[c])
+    for c in range(count):
+        best = 0
+        best_cost = probe.cost[NUM_PARAM_SETS * c]
+        for e in range(1, NUM_PARAM_SETS):
+            cost = probe.cost[NUM_PARAM_SETS * c + e] + PARAM_SET_PENALTY
+            if cost < best_cost:
+                best = e
+                best_cost = cost
+        chosen[c] = <uint8_t>best
+    free(probe.shadow)
+    free(probe.cost)
+    return 0
+
+
+cdef void encode_scan(const TensorCoding* t, BinWriter* w, const int32_t* r,
+                      const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
+                      int32_t* decoded) noexcept nogil:
+    cdef Py_ssize_t si, p, end, c
+    cdef int state = 0
+    cdef long long k, previous = 0, base = 0
+    cdef bint hd
+    for si in range(nseg):
+        if row_is_skipped(t, skip, segs[si].row):
+            if t.dq:
+                state = t.skip_state[state]
+        else:
+            end = segs[si].start + segs[si].length
+            for p in range(segs[si].start, end):
+                k = dq_transmitted(r[p], state) if t.dq else r[p]
+                if t.tca_base != NULL:
+                    base = t.tca_base[p]
+                hd = t.hdsp and t.history[p]
+                encode_level(w, &t.layout, k, sig_context(state, previous, base, hd),
+                             sign_context(previous, base), base, &t.bounds)
+                if t.dq:
+                    decoded[p] = <int32_t>dq_reconstruction(k, state)
+                    state = dq_next_state(state, k)
+                else:
+                    decoded[p] = <int32_t>k
+                previous = k
+        if segs[si].ends_block_row:
+            for c in range(t.layout.count):
+                model_reset(&w.ctx[c])
+            previous = 0
+            w.coder.range = 256
+
+
+cdef class PayloadEncoder:
+    """One arithmetic-coded NDU payload: bypass fields and tensors, then ``finish()``."""
+    cdef ArithEncoder coder
+    cdef bint finished
+
+    def __cinit__(self):
+        memset(&self.coder, 0, sizeof(ArithEncoder))
+        enc_start(&self.coder)
+
+    def __dealloc__(self):
+        free(self.coder.out)
+
+    def bypass_bits(self, unsigned long long value, int nbits):
+        """Write a fixed-length field (e.g. the qp offset) as ``nbits`` bypass bins."""
+        if not 0 <= nbits <= 64:
+            raise ValueError("nbits must be in 0..64")
+        enc_bypass_bits(&self.coder, value, nbits)
+
+    def encode_tensor(self, r, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False,
+                      int num_gt=11, int scan_order=0, bint row_skipping=True,
+                      bint param_opt=True, int profile=1, bint parent_present=False,
+                      bint hdsp=False, int cb_size=0, int cb_zero=0, tca_base=None,
+                      history=None):
+        """Code one tensor's reconstruction integers ``r`` (raster order, int32).
+
+        With ``dq`` the integers are mapped to transmitted levels along the scan. Returns
+        the integers a decoder will reconstruct (equal to ``r`` except for the documented
+        DQ + block-scan + row-skip corner case). With a codebook, ``r`` holds the
+        transmitted indices ``index - cb_zero``.
+        """
+        cdef const int32_t[::1] rv = np.ascontiguousarray(r, dtype=np.int32).reshape(-1)
+        cdef const int32_t[::1] base_v
+        cdef const uint8_t[::1] hist_v
+        cdef TensorCoding t
+        cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, x
+        cdef BinWriter writer
+        cdef Segment* segs = NULL
+        cdef int* list_ctx = NULL
+        cdef bint* list_present = NULL
+        cdef uint8_t* chosen = NULL
+        cdef uint8_t* skip = NULL
+        cdef ContextModel* ctx = NULL
+        cdef int e, status = 0
+        if self.finished:
+            raise RuntimeError("payload already finished")
+        if rv.shape[0] != n:
+            raise ValueError(f"expected {n} levels, got {rv.shape[0]}")
+        configure(&t, rows, cols, dq, num_gt, scan_order, profile, parent_present, cb_size, cb_zero)
+        if tca_base is not None:
+            base_v = np.ascontiguousarray(tca_base, dtype=np.int32).reshape(-1)
+            if base_v.shape[0] != n:
+                raise ValueError("tca_base has the wrong size")
+            if n:
+                t.tca_base = &base_v[0]
+        if history is not None and hdsp:
+            hist_v = np.ascontiguousarray(history, dtype=np.uint8).reshape(-1)
+            if hist_v.shape[0] != n:
+                raise ValueError("history has the wrong size")
+            if n:
+                t.history = &hist_v[0]
+        t.hdsp = hdsp and t.tensor_flags and parent_present and t.history != NULL
+        t.row_skip = row_skipping and t.tensor_flags
+        decoded = np.zeros(n, dtype=np.int32)
+        cdef int32_t[::1] dv = decoded
+        cdef const int32_t* rp = &rv[0] if n else NULL
+        cdef int32_t* dp = &dv[0] if n else NULL
+        try:
+            ctx = <ContextModel*>malloc(sizeof(ContextModel) * t.layout.count)
+            skip = <uint8_t*>calloc(rows if rows > 0 else 1, 1)
+            list_ctx = <int*>malloc(sizeof(int) * t.layout.count)
+            list_present = <bint*>malloc(sizeof(bint) * t.layout.count)
+            chosen = <uint8_t*>calloc(t.layout.count, 1)
+            if not (ctx and skip and list_ctx and list_present and chosen):
+                raise MemoryError()
+            with nogil:
+                for i in range(t.layout.count):
+                    model_init(&ctx[i], 0)
+                if t.tensor_flags:
+                    if parent_present:
+                        enc_bypass(&self.coder, t.hdsp)
+                    enc_bypass(&self.coder, t.row_skip)
+                    if t.row_skip:
+                        for y in range(rows):
+                            skip[y] = 1
+                            for x in range(cols):
+                                if rp[y * cols + x] != 0:
+                                    skip[y] = 0
+                                    break
+                            enc_bin(&self.coder, &ctx[t.layout.row_skip], skip[y])
+                segs = build_segments(&t, &nseg)
+                if segs == NULL:
+                    status = -1
+                elif param_opt and t.cb_size != 1:
+                    status = choose_param_sets(&t, rp, skip, segs, nseg, chosen)
+            if status:
+                raise MemoryError()
+            nlist = param_list(&t, list_ctx, list_present)
+            with nogil:
+                for i in range(nlist):
+                    e = chosen[list_ctx[i]]
+                    if list_present[i]:
+                        enc_bin(&self.coder, &ctx[t.layout.param_opt_flag], e != 0)
+                        if e != 0:
+                            enc_bypass_bits(&self.coder, e - 1, 3)
+                    else:
+                        e = 0
+                    model_init(&ctx[list_ctx[i]], e)
+                if t.num_block_rows > 1:
+                    self.coder.range = 256
+                if t.cb_size != 1:
+                    writer.coder = &self.coder
+                    writer.ctx = ctx
+                    encode_scan(&t, &writer, rp, skip, segs, nseg, dp)
+            if self.coder.failed:
+                raise MemoryError("arithmetic coder output buffer")
+        finally:
+            free(ctx)
+            free(skip)
+            free(list_ctx)
+            free(list_present)
+            free(chosen)
+            free(segs)
+        return decoded
+
+    def finish(self):
+        """Terminating bin and flush; returns the payload bytes."""
+        if not self.finished:
+            enc_finish(&self.coder)
+            self.finished = True
+        if self.coder.failed:
+            raise MemoryError("arithmetic coder output buffer")
+        if self.coder.size == 0:
+            return b""
+        return (<char*>self.coder.out)[:self.coder.size]
+
+
+# ----------------------------------------------------------------------------- decoder side
+
+cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
+                     const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
+                     int32_t* out, long long* entry_points, Py_ssize_t* bad_index) noexcept nogil:
+    """Decode the levels of one tensor; ``entry_points`` (3 per block row) may be NULL."""
+    cdef Py_ssize_t si, p, end, c
+    cdef int state = 0, block_row = 0
+    cdef long long k, r, previous = 0, base = 0
+    cdef bint hd
+    if entry_points != NULL:
+        entry_points[0] = dec_bit_position(d)
+        entry_points[1] = d.value >> 7
+        entry_points[2] = 0
+    for si in range(nseg):
+        if row_is_skipped(t, skip, segs[si].row):
+            if t.dq:
+                state = t.skip_state[state]
+        else:
+            end = segs[si].start + segs[si].length
+            for p in range(segs[si].start, end):
+                if t.tca_base != NULL:
+                    base = t.tca_base[p]
+                hd = t.hdsp and t.history[p]
+                k = decode_level(d, ctx, &t.layout, sig_context(state, previous, base, hd),
+                                 sign_context(previous, base), base, &t.bounds)
+                if d.fetched > d.size:
+                    bad_index[0] = p
+                    return DEC_PAST_END
+                if t.dq:
+                    r = dq_reconstruction(k, state)
+                    state = dq_next_state(state, k)
+                else:
+                    r = k
+                if r > INT32_MAX or r < -INT32_MAX - 1:
+                    bad_index[0] = p
+                    return DEC_LEVEL_RANGE
+                out[p] = <int32_t>r
+                previous = k
+        if segs[si].ends_block_row:
+            for c in range(t.layout.count):
+                model_reset(&ctx[c])
+            previous = 0
+            d.range = 256
+            block_row += 1
+            if entry_points != NULL:
+                entry_points[3 * block_row] = dec_bit_position(d)
+                entry_points[3 * block_row + 1] = d.value >> 7
+                entry_points[3 * block_row + 2] = state
+    return DEC_OK
+
+
+cdef class PayloadDecoder:
+    """Reads one NDU payload: bypass fields and tensors, then ``finish()``."""
+    cdef ArithDecoder decoder
+    cdef bytes data
+
+    def __cinit__(self, data):
+        self.data = bytes(data)
+        dec_start(&self.decoder, <const uint8_t*><char*>self.data, len(self.data))
+
+    @property
+    def bytes_fetched(self):
+        return self.decoder.fetched
+
+    def bypass_bits(self, int nbits):
+        if not 0 <= nbits <= 64:
+            raise ValueError("nbits must be in 0..64")
+        value = dec_bypass_bits(&self.decoder, nbits)
+        self._check_overrun("a fixed-length field")
+        return value
+
+    def _check_overrun(self, what):
+        if self.decoder.fetched > self.decoder.size:
+            raise DecodeError(f"payload ends inside {what} "
+                              f"(payload is {self.decoder.size} bytes)")
+
+    def decode_tensor(self, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int num_gt=11,
+                      int scan_order=0, int profile=1, bint parent_present=False,
+                      int cb_size=0, int cb_zero=0, tca_base=None, history=None,
+                      bint entry_points=False):
+        """Decode one tensor; returns ``(r, info)`` with the reconstruction integers
+        (int32, raster order) and a dict of the tensor-level flags (``hdsp``,
+        ``row_skip``) and, if asked, the ``entry_points`` as (offset, value, dq_state)."""
+        cdef TensorCoding t
+        cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, bad = 0
+        cdef const int32_t[::1] base_v
+        cdef const uint8_t[::1] hist_v
+        cdef Segment* segs = NULL
+        cdef int* list_ctx = NULL
+        cdef bint* list_present = NULL
+        cdef uint8_t* skip = NULL
+        cdef ContextModel* ctx = NULL
+        cdef long long* points = NULL
+        cdef int e, status = DEC_OK
+        cdef bint hdsp_flag = False
+        configure(&t, rows, cols, dq, num_gt, scan_order, profile, parent_present, cb_size, cb_zero)
+        if tca_base is not None:
+            base_v = np.ascontiguousarray(tca_base, dtype=np.int32).reshape(-1)
+            if base_v.shape[0] != n:
+                raise DecodeError("temporal context base has the wrong size for this tensor")
+            if n:
+                t.tca_base = &base_v[0]
+        out = np.zeros(n, dtype=np.int32)
+        cdef int32_t[::1] ov = out
+        cdef int32_t* op = &ov[0] if n else NULL
+        try:
+            ctx = <ContextModel*>malloc(sizeof(ContextModel) * t.layout.count)
+            skip = <uint8_t*>calloc(rows if rows > 0 else 1, 1)
+            list_ctx = <int*>malloc(sizeof(int) * t.layout.count)
+            list_present = <bint*>malloc(sizeof(bint) * t.layout.count)
+            if not (ctx and skip and list_ctx and list_present):
+                raise MemoryError()
+            for i in range(t.layout.count):
+                model_init(&ctx[i], 0)
+            if t.tensor_flags:
+                if parent_present:
+                    hdsp_flag = dec_bypass(&self.decoder)
+                t.row_skip = dec_bypass(&self.decoder)
+                if t.row_skip:
+                    with nogil:
+                        for y in range(rows):
+                            skip[y] = dec_bin(&self.decoder, &ctx[t.layout.row_skip])
+                            if self.decoder.fetched > self.decoder.size:
+                                break
+                self._check_overrun("the row-skip flags")
+            if hdsp_flag:
+                if history is None:
+                    raise DecodeError("tensor uses history-dependent significance (HDSP) "
+                                      "but no history was given")
+                hist_v = np.ascontiguousarray(history, dtype=np.uint8).reshape(-1)
+                if hist_v.shape[0] != n:
+                    raise DecodeError("HDSP history has the wrong size for this tensor")
+                if n:
+                    t.history = &hist_v[0]
+                t.hdsp = True
+            nlist = param_list(&t, list_ctx, list_present)
+            for i in range(nlist):
+                e = 0
+                if list_present[i] and dec_bin(&self.decoder, &ctx[t.layout.param_opt_flag]):
+                    e = 1 + <int>dec_bypass_bits(&self.decoder, 3)
+                model_init(&ctx[list_ctx[i]], e)
+            self._check_overrun("the context parameter signalling")
+            segs = build_segments(&t, &nseg)
+            if segs == NULL:
+                raise MemoryError()
+            if entry_points:
+                points = <long long*>malloc(sizeof(long long) * 3 * t.num_block_rows)
+                if points == NULL:
+                    raise MemoryError()
+            if t.num_block_rows > 1:
+                self.decoder.range = 256
+            if t.cb_size != 1:
+                with nogil:
+                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, nseg, op, points, &bad)
+            if status == DEC_PAST_END:
+                raise DecodeError(f"payload ends inside the levels, at element {bad} of {n} "
+                                  f"(payload is {self.decoder.size} bytes)")
+            if status == DEC_LEVEL_RANGE:
+                raise DecodeError(f"decoded level at element {bad} exceeds the int32 range")
+            info = {"hdsp": bool(hdsp_flag), "row_skip": bool(t.row_skip)}
+            if entry_points:
+                info["entry_points"] = [
+                    (points[3 * (j + 1)] - points[3 * j], points[3 * (j + 1) + 1], points[3 * (j + 1) + 2])
+                    for j in range(t.num_block_rows - 1)]
+            return out, info
+        finally:
+            free(ctx)
+            free(skip)
+            free(list_ctx)
+            free(list_present)
+            free(segs)
+            free(points)
+
+    def finish(self):
+        """Read the terminating bin and check that the payload was consumed exactly."""
+        if not dec_terminate(&self.decoder):
+            raise DecodeError("terminating bin missing at the end of the payload")
+        if self.decoder.fetched != self.decoder.size:
+            raise DecodeError(f"payload length mismatch: {self.decoder.size} bytes in the unit, "
+                              f"{self.decoder.fetched} consumed by the arithmetic decoder")

@@ -1,0 +1,153 @@
+# cython: language_level=3
+"""Dependent (trellis-coded) quantization: an 8-state Viterbi search (NNC format note §5.4-5.5).
+
+The two scalar quantizers Q0 (even reconstruction integers) and Q1 (odd ones, plus zero)
+are switched by the parity of the transmitted levels through the 8-state machine. For each
+value the search keeps four candidate indices around ``|x| / step`` plus zero, and for every
+state the cheapest path into it. Distortion is the squared error in units of the step; the
+rate term is left out (lambda = 0), which is what reproduces other NNC encoders exactly.
+
+Memory is one byte per element and state (the surviving branch), not per-candidate levels:
+the level is recomputed from the input during trace-back.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.float cimport DBL_MAX
+from libc.math cimport trunc
+from libc.stdint cimport int32_t, int64_t, uint8_t
+
+from .model cimport dq_next_state
+
+cnp.import_array()
+
+cdef enum:
+    ZERO_SLOT = 4
+
+
+ctypedef struct Branch:
+    int prev          # state the branch comes from
+    int slot          # candidate slot: q & 3 for q in the 4 nearest indices, or ZERO_SLOT
+
+
+cdef Branch BRANCHES[8][3]      # per target state, in the order ties are broken
+cdef int NUM_BRANCHES[8]
+
+
+cdef void build_branches():
+    """Each state is reached by an even-parity move (Q index or zero) and an odd one.
+
+    The branch order (by previous state, even-parity candidates before zero) decides ties.
+    """
+    cdef int p, t
+    for t in range(8):
+        NUM_BRANCHES[t] = 0
+    for p in range(8):
+        t = dq_next_state(p, 0)
+        BRANCHES[t][NUM_BRANCHES[t]].prev = p
+        BRANCHES[t][NUM_BRANCHES[t]].slot = 3 * (p & 1)
+        NUM_BRANCHES[t] += 1
+        BRANCHES[t][NUM_BRANCHES[t]].prev = p
+        BRANCHES[t][NUM_BRANCHES[t]].slot = ZERO_SLOT
+        NUM_BRANCHES[t] += 1
+        t = dq_next_state(p, 1)
+        BRANCHES[t][NUM_BRANCHES[t]].prev = p
+        BRANCHES[t][NUM_BRANCHES[t]].slot = 2 - (p & 1)
+        NUM_BRANCHES[t] += 1
+
+build_branches()
+
+
+cdef inline void candidates(double x, double qscale, double* dist, int64_t* first_index, int* sign) noexcept nogil:
+    """Squared errors of the 4 candidate indices q (slot q & 3) and of zero (slot 4)."""
+    cdef int s = -1 if x < 0 else 1
+    cdef double a = qscale * x * s
+    cdef int64_t lo = <int64_t>trunc(a) - 1
+    cdef int64_t q
+    if lo < 1:
+        lo = 1
+    for q in range(lo, lo + 4):
+        dist[q & 3] = (a - q) * (a - q)
+    dist[ZERO_SLOT] = a * a
+    first_index[0] = lo
+    sign[0] = s
+
+
+cdef inline int64_t slot_level(int slot, int64_t first_index, int sign) noexcept nogil:
+    """Transmitted level of a slot: index q -> sign * ((q + 1) >> 1)."""
+    cdef int64_t q
+    if slot == ZERO_SLOT:
+        return 0
+    q = first_index + ((slot - first_index) & 3)
+    return sign * ((q + 1) >> 1)
+
+
+def quantize_dependent(values, double step, order=None):
+    """Trellis-quantize ``values`` (any float dtype) with step size ``step``.
+
+    ``order`` (int64 indices) gives the scan order the state machine runs along; default
+    is the raster order. Returns the reconstruction integers r (int32, original layout),
+    i.e. value ~ r * step with r even in even states and odd (or 0) in odd states.
+    """
+    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    cdef Py_ssize_t n = x.shape[0], i
+    cdef const int64_t[::1] scan
+    cdef bint use_order = order is not None
+    if use_order:
+        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
+        if scan.shape[0] != n:
+            raise ValueError("order must have one index per value")
+    if not step > 0:
+        raise ValueError(f"step size must be positive, got {step}")
+    result = np.zeros(n, dtype=np.int32)
+    if n == 0:
+        return result
+    cdef int32_t[::1] out = result
+    decisions_array = np.empty(n * 8, dtype=np.uint8)
+    cdef uint8_t[::1] decisions = decisions_array
+    cdef double qscale = 1.0 / step
+    cdef double cost[8]
+    cdef double new_cost[8]
+    cdef double dist[5]
+    cdef double c, best
+    cdef int64_t first_index
+    cdef int sign, t, b, best_branch, state, slot
+    cdef int64_t level, r
+    cdef Py_ssize_t pos
+    with nogil:
+        cost[0] = 0.0
+        for t in range(1, 8):
+            cost[t] = 0.5 * DBL_MAX
+        for i in range(n):
+            pos = scan[i] if use_order else i
+            candidates(x[pos], qscale, dist, &first_index, &sign)
+            for t in range(8):
+                best_branch = 0
+                best = cost[BRANCHES[t][0].prev] + dist[BRANCHES[t][0].slot]
+                for b in range(1, NUM_BRANCHES[t]):
+                    c = cost[BRANCHES[t][b].prev] + dist[BRANCHES[t][b].slot]
+                    if c < best:
+                        best = c
+                        best_branch = b
+                new_cost[t] = best
+                decisions[8 * i + t] = <uint8_t>((BRANCHES[t][best_branch].prev << 3)
+                                                 | BRANCHES[t][best_branch].slot)
+            for t in range(8):
+                cost[t] = new_cost[t]
+        state = 0
+        for t in range(1, 8):
+            if cost[t] < cost[state]:
+                state = t
+        for i in range(n - 1, -1, -1):
+            pos = scan[i] if use_order else i
+            slot = decisions[8 * i + state] & 7
+            state = decisions[8 * i + state] >> 3       # the state this value was coded in
+            candidates(x[pos], qscale, dist, &first_index, &sign)
+            level = slot_level(slot, first_index, sign)
+            if level == 0:
+                r = 0
+            elif level > 0:
+                r = 2 * level - (state & 1)
+            else:
+                r = 2 * level + (state & 1)
+            out[pos] = <int32_t>r
+    return result

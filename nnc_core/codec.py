@@ -1,0 +1,186 @@
+"""Quantized tensors <-> NNC bitstreams (NNC format note §3-§5, §11).
+
+The layer between quantization and the bit syntax, shared by the tensor and model APIs:
+:func:`encode_stream` turns already-quantized tensors into a complete bitstream
+(start unit, model parameter set, topology, one NDU per tensor) and reports what a
+decoder will reconstruct; :func:`decode_stream` parses and decodes any such stream.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .bitstream import (Codebook, EntryPoint, ModelParameterSet, NDUHeader, PayloadType,
+                        Topology, UnitType, encode_mps, encode_ndu, encode_start_unit,
+                        encode_topology, layer_shape, num_entry_points, parse_stream)
+from .cabac import PayloadDecoder, PayloadEncoder
+from .errors import DecodeError
+from .quant.step import step_size, step_size_exact
+
+PROFILE = 1
+
+
+@dataclass
+class QuantizedTensor:
+    """One tensor ready for entropy coding."""
+    name: str
+    dims: tuple[int, ...]
+    levels: np.ndarray                   # int32: reconstruction integers, or codebook index - z
+    qp: int | None = None                # None for integer (lossless) tensors
+    dq: bool = False
+    codebook: Codebook | None = None
+    scan_order: int = 0
+    parameter_id: int = 0
+
+    @property
+    def payload_type(self) -> PayloadType:
+        return PayloadType.INT if self.qp is None else PayloadType.FLOAT
+
+
+@dataclass
+class StreamSettings:
+    qp_density: int = 2
+    param_opt: bool = True
+    row_skipping: bool = True
+    cabac_unary_length_minus1: int = 10
+    compress_differences: bool = False
+    pre_signalling: bool = False
+    topology_format: int = 0
+
+    def mps(self) -> ModelParameterSet:
+        return ModelParameterSet(
+            parent_signalling_enabled=self.compress_differences or self.pre_signalling,
+            pre_flag=self.pre_signalling, qp_density=self.qp_density, qp_base=0)
+
+
+@dataclass
+class DecodedTensor:
+    name: str
+    header: NDUHeader
+    levels: np.ndarray
+    qp: int | None
+    values: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def reconstruct(levels: np.ndarray, dims, qp: int | None, qp_density: int,
+                codebook: Codebook | None) -> np.ndarray:
+    """Decoded values from integers (§5.3): float32 step products, float64 for codebooks,
+    int32 for integer tensors."""
+    if qp is None:
+        return levels.astype(np.int32).reshape(dims)
+    if codebook is not None:
+        table = np.asarray(codebook.values, dtype=np.float64)
+        return (table[levels + codebook.zero_offset] * step_size_exact(qp, qp_density)).reshape(dims)
+    return (step_size(qp, qp_density) * levels.astype(np.float32)).reshape(dims)
+
+
+def _qp_field(qp: int, qp_base: int, qp_density: int) -> int:
+    bits = 6 + qp_density
+    offset = qp - qp_base
+    if not -(1 << (bits - 1)) <= offset < (1 << (bits - 1)):
+        raise ValueError(f"qp {qp} is outside the range a {bits}-bit qp field can signal "
+                         f"([{qp_base - (1 << (bits - 1))}, {qp_base + (1 << (bits - 1)) - 1}])")
+    return offset & ((1 << bits) - 1)
+
+
+def _tensor_coding_args(dims, dq: bool, scan_order: int, num_gt: int,
+                        codebook: Codebook | None, parent_present: bool) -> dict:
+    rows, cols = layer_shape(dims)
+    return dict(rows=rows, cols=cols, dq=dq, num_gt=num_gt, scan_order=scan_order,
+                profile=PROFILE, parent_present=parent_present,
+                cb_size=codebook.size if codebook else 0,
+                cb_zero=codebook.zero_offset if codebook else 0)
+
+
+def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSet):
+    """One NDU for one tensor; returns (unit bytes, decoded integers)."""
+    rows, cols = layer_shape(t.dims)
+    scan_order = t.scan_order if len(t.dims) > 1 and rows > 1 and cols > 1 else 0
+    num_gt = s.cabac_unary_length_minus1 + 1
+    args = _tensor_coding_args(t.dims, t.dq, scan_order, num_gt, t.codebook, s.compress_differences)
+    encoder = PayloadEncoder()
+    if t.qp is not None:
+        encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), 6 + mps.qp_density)
+    decoded = encoder.encode_tensor(t.levels, args.pop("rows"), args.pop("cols"),
+                                    row_skipping=s.row_skipping, param_opt=s.param_opt, **args)
+    payload = encoder.finish()
+    header = NDUHeader(
+        payload_type=t.payload_type, names=[t.name], parameter_id=t.parameter_id,
+        parent_node_id_present=s.compress_differences, codebook=t.codebook, dq_flag=t.dq,
+        dims=tuple(t.dims), cabac_unary_length_minus1=s.cabac_unary_length_minus1,
+        scan_order=scan_order)
+    if num_entry_points(t.dims, scan_order):
+        header.entry_points = _entry_points(payload, t, mps, num_gt, scan_order, s)
+    return encode_ndu(header, payload, mps, PROFILE), decoded
+
+
+def _entry_points(payload: bytes, t: QuantizedTensor, mps, num_gt, scan_order, s) -> list[EntryPoint]:
+    """Entry points are decoder states, so measure them by decoding the finished payload."""
+    decoder = PayloadDecoder(payload)
+    if t.qp is not None:
+        decoder.bypass_bits(6 + mps.qp_density)
+    args = _tensor_coding_args(t.dims, t.dq, scan_order, num_gt, t.codebook, s.compress_differences)
+    _, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), entry_points=True, **args)
+    return [EntryPoint(offset, value, state) for offset, value, state in info["entry_points"]]
+
+
+def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings) -> tuple[bytes, list]:
+    """A complete bitstream and, per tensor, the values a decoder reconstructs
+    (None for tensors whose NDU is omitted: all-zero updates under parent signalling)."""
+    mps = settings.mps()
+    parts = [encode_start_unit(PROFILE), encode_mps(mps, PROFILE),
+             encode_topology(Topology(storage_format=settings.topology_format))]
+    reconstructions = []
+    for t in tensors:
+        if mps.parent_signalling_enabled and not np.any(t.levels) and t.codebook is None:
+            reconstructions.append(None)
+            continue
+        unit, decoded = encode_ndu_unit(t, settings, mps)
+        parts.append(unit)
+        reconstructions.append(reconstruct(decoded, t.dims, t.qp, mps.qp_density, t.codebook))
+    return b"".join(parts), reconstructions
+
+
+def decode_stream(data: bytes) -> list[DecodedTensor]:
+    """Decode every tensor of a bitstream, in stream order."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
+    mps = None
+    out = []
+    for unit in parse_stream(data):
+        if unit.type == UnitType.MPS:
+            mps = unit.content
+        if unit.type != UnitType.NDU:
+            continue
+        header: NDUHeader = unit.content
+        where = f"unit {unit.index} (NDU '{', '.join(header.names)}', byte {unit.offset})"
+        if header.payload_type not in (PayloadType.INT, PayloadType.FLOAT):
+            raise DecodeError(f"{where}: payload type {PayloadType(header.payload_type).name} "
+                              "is not supported by the tensor decoder")
+        if header.temporal_context_modeling:
+            raise DecodeError(f"{where}: temporal context adaptation needs the previous "
+                              "version of the tensor (incremental decoding state)")
+        try:
+            out.append(_decode_ndu(unit.payload, header, mps))
+        except DecodeError as error:
+            raise DecodeError(f"{where}: {error}") from None
+    return out
+
+
+def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet) -> DecodedTensor:
+    dims = tuple(header.dims)
+    num_gt = header.cabac_unary_length_minus1 + 1
+    decoder = PayloadDecoder(payload)
+    qp = None
+    if header.payload_type == PayloadType.FLOAT:
+        bits = 6 + mps.qp_density
+        raw = decoder.bypass_bits(bits)
+        qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + mps.qp_base
+    codebook = header.codebook if header.payload_type == PayloadType.FLOAT else None
+    dq = bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT
+    args = _tensor_coding_args(dims, dq, header.scan_order if len(dims) > 1 else 0, num_gt,
+                               codebook, header.parent_node_id_present)
+    levels, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), **args)
+    decoder.finish()
+    values = reconstruct(levels, dims, qp, mps.qp_density, codebook)
+    return DecodedTensor(header.names[0], header, levels, qp, values, info)
