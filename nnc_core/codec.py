@@ -14,6 +14,7 @@ from .bitstream import (Codebook, EntryPoint, ModelParameterSet, NDUHeader, Payl
                         encode_topology, layer_shape, num_entry_points, parse_stream)
 from .cabac import PayloadDecoder, PayloadEncoder
 from .errors import DecodeError
+from .incremental import CodingState
 from .quant.step import step_size, step_size_exact
 
 PROFILE = 1
@@ -44,6 +45,7 @@ class StreamSettings:
     cabac_unary_length_minus1: int = 10
     compress_differences: bool = False
     pre_signalling: bool = False
+    tca: bool = False
     topology_format: int = 0
 
     def mps(self) -> ModelParameterSet:
@@ -92,8 +94,13 @@ def _tensor_coding_args(dims, dq: bool, scan_order: int, num_gt: int,
                 cb_zero=codebook.zero_offset if codebook else 0)
 
 
-def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSet):
-    """One NDU for one tensor; returns (unit bytes, decoded integers)."""
+def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSet,
+                    depth: int = 0, tca_base: np.ndarray | None = None):
+    """One NDU for one tensor; returns (unit bytes, decoded integers).
+
+    ``depth`` is its put_node_depth; ``tca_base`` the integers of the previous version of
+    the tensor when temporal context adaptation is used.
+    """
     rows, cols = layer_shape(t.dims)
     scan_order = t.scan_order if len(t.dims) > 1 and rows > 1 and cols > 1 else 0
     num_gt = s.cabac_unary_length_minus1 + 1
@@ -102,31 +109,40 @@ def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSe
     if t.qp is not None:
         encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), 6 + mps.qp_density)
     decoded = encoder.encode_tensor(t.levels, args.pop("rows"), args.pop("cols"),
-                                    row_skipping=s.row_skipping, param_opt=s.param_opt, **args)
+                                    row_skipping=s.row_skipping, param_opt=s.param_opt,
+                                    tca_base=tca_base, **args)
     payload = encoder.finish()
     header = NDUHeader(
         payload_type=t.payload_type, names=[t.name], parameter_id=t.parameter_id,
-        parent_node_id_present=s.compress_differences, codebook=t.codebook, dq_flag=t.dq,
+        put_node_depth=depth, parent_node_id_present=s.compress_differences,
+        temporal_context_modeling=tca_base is not None, codebook=t.codebook, dq_flag=t.dq,
         dims=tuple(t.dims), cabac_unary_length_minus1=s.cabac_unary_length_minus1,
         scan_order=scan_order)
     if num_entry_points(t.dims, scan_order):
-        header.entry_points = _entry_points(payload, t, mps, num_gt, scan_order, s)
+        header.entry_points = _entry_points(payload, t, mps, num_gt, scan_order, s, tca_base)
     return encode_ndu(header, payload, mps, PROFILE), decoded
 
 
-def _entry_points(payload: bytes, t: QuantizedTensor, mps, num_gt, scan_order, s) -> list[EntryPoint]:
+def _entry_points(payload: bytes, t: QuantizedTensor, mps, num_gt, scan_order, s,
+                  tca_base) -> list[EntryPoint]:
     """Entry points are decoder states, so measure them by decoding the finished payload."""
     decoder = PayloadDecoder(payload)
     if t.qp is not None:
         decoder.bypass_bits(6 + mps.qp_density)
     args = _tensor_coding_args(t.dims, t.dq, scan_order, num_gt, t.codebook, s.compress_differences)
-    _, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), entry_points=True, **args)
+    _, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), entry_points=True,
+                                    tca_base=tca_base, **args)
     return [EntryPoint(offset, value, state) for offset, value, state in info["entry_points"]]
 
 
-def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings) -> tuple[bytes, list]:
+def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
+                  state: CodingState | None = None) -> tuple[bytes, list]:
     """A complete bitstream and, per tensor, the values a decoder reconstructs
-    (None for tensors whose NDU is omitted: all-zero updates under parent signalling)."""
+    (None for tensors whose NDU is omitted: all-zero updates under parent signalling).
+
+    With a ``state``, NDUs carry their depth in the parameter update tree and, if
+    ``settings.tca``, use the previous version of each tensor as context (§10).
+    """
     mps = settings.mps()
     parts = [encode_start_unit(PROFILE), encode_mps(mps, PROFILE),
              encode_topology(Topology(storage_format=settings.topology_format))]
@@ -135,14 +151,26 @@ def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings) -> t
         if mps.parent_signalling_enabled and not np.any(t.levels) and t.codebook is None:
             reconstructions.append(None)
             continue
-        unit, decoded = encode_ndu_unit(t, settings, mps)
+        depth, tca_base = 0, None
+        if state is not None:
+            depth = state.next_depth(t.name)
+            previous = state.previous(t.name)
+            if settings.tca and previous is not None and previous.levels.size == t.levels.size:
+                tca_base = previous.levels
+        unit, decoded = encode_ndu_unit(t, settings, mps, depth, tca_base)
+        if state is not None:
+            state.record(t.name, t.parameter_id, depth, decoded)
         parts.append(unit)
         reconstructions.append(reconstruct(decoded, t.dims, t.qp, mps.qp_density, t.codebook))
     return b"".join(parts), reconstructions
 
 
-def decode_stream(data: bytes) -> list[DecodedTensor]:
-    """Decode every tensor of a bitstream, in stream order."""
+def decode_stream(data: bytes, state: CodingState | None = None) -> list[DecodedTensor]:
+    """Decode every tensor of a bitstream, in stream order.
+
+    ``state`` carries incremental-coding memory across calls; it is needed for NDUs that
+    use temporal context adaptation or history-dependent significance.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
     mps = None
@@ -157,18 +185,27 @@ def decode_stream(data: bytes) -> list[DecodedTensor]:
         if header.payload_type not in (PayloadType.INT, PayloadType.FLOAT):
             raise DecodeError(f"{where}: payload type {PayloadType(header.payload_type).name} "
                               "is not supported by the tensor decoder")
-        if header.temporal_context_modeling:
-            raise DecodeError(f"{where}: temporal context adaptation needs the previous "
-                              "version of the tensor (incremental decoding state)")
         try:
-            out.append(_decode_ndu(unit.payload, header, mps))
+            out.append(_decode_ndu(unit.payload, header, mps, state))
         except DecodeError as error:
             raise DecodeError(f"{where}: {error}") from None
     return out
 
 
-def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet) -> DecodedTensor:
+def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
+                state: CodingState | None) -> DecodedTensor:
     dims = tuple(header.dims)
+    name = header.names[0]
+    size = int(np.prod(dims)) if dims else 0
+    tca_base = history = None
+    if header.temporal_context_modeling:
+        if state is None:
+            raise DecodeError("temporal context adaptation needs the previous version of the "
+                              "tensor: pass the decoder's incremental state")
+        tca_base = state.check_parent(name, header.parameter_id, header.put_node_depth, size).levels
+    previous = state.previous(name) if state is not None else None
+    if previous is not None and previous.significant.size == size:
+        history = previous.significant
     num_gt = header.cabac_unary_length_minus1 + 1
     decoder = PayloadDecoder(payload)
     qp = None
@@ -180,7 +217,10 @@ def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet) -> DecodedTe
     dq = bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT
     args = _tensor_coding_args(dims, dq, header.scan_order if len(dims) > 1 else 0, num_gt,
                                codebook, header.parent_node_id_present)
-    levels, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), **args)
+    levels, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), tca_base=tca_base,
+                                         history=history, **args)
     decoder.finish()
+    if state is not None:
+        state.record(name, header.parameter_id, header.put_node_depth, levels)
     values = reconstruct(levels, dims, qp, mps.qp_density, codebook)
-    return DecodedTensor(header.names[0], header, levels, qp, values, info)
+    return DecodedTensor(name, header, levels, qp, values, info)

@@ -20,23 +20,31 @@ import numpy as np
 
 from .codec import QuantizedTensor, StreamSettings, decode_stream, encode_stream
 from .errors import DecodeError
+from .incremental import CodingState
 from .options import TensorOptions, resolve_options
 from .quant.codebook import choose_codebook, trial_bytes
 from .quant.dependent import quantize_dependent
 from .quant.step import bitdepth_qp, overflow_safe_qp, step_size
 from .quant.uniform import quantize_uniform
 
-__all__ = ["encode", "decode", "encode_with_reconstruction", "DecodeError"]
+__all__ = ["encode", "decode", "encode_with_reconstruction", "CodingState", "DecodeError"]
 
 _INT32 = np.iinfo(np.int32)
 
 
-def encode(x, **options) -> bytes:
-    """Encode one tensor (numpy array or torch tensor) into an NNC bitstream."""
-    return encode_with_reconstruction(x, **options)[0]
+def encode(x, state: CodingState | None = None, **options) -> bytes:
+    """Encode one tensor (numpy array or torch tensor) into an NNC bitstream.
+
+    For incremental coding pass the same ``state`` to every call (and a separate one to
+    the decoder): NDUs then carry their depth in the update tree, ``tca=True`` uses the
+    previous version of the tensor as context, and with ``compress_differences=True`` an
+    all-zero update is not sent at all.
+    """
+    return encode_with_reconstruction(x, state, **options)[0]
 
 
-def encode_with_reconstruction(x, **options) -> tuple[bytes, np.ndarray]:
+def encode_with_reconstruction(x, state: CodingState | None = None,
+                               **options) -> tuple[bytes, np.ndarray]:
     """Like :func:`encode`, also returning exactly what :func:`decode` will return."""
     opts = resolve_options(options)
     array = as_numpy(x, opts.tensor_id)
@@ -45,21 +53,23 @@ def encode_with_reconstruction(x, **options) -> tuple[bytes, np.ndarray]:
                               row_skipping=opts.row_skipping,
                               cabac_unary_length_minus1=opts.cabac_unary_length_minus1,
                               compress_differences=opts.compress_differences,
-                              pre_signalling=opts.pre_signalling)
-    bitstream, (reconstruction,) = encode_stream([tensor], settings)
+                              pre_signalling=opts.pre_signalling, tca=opts.tca)
+    bitstream, (reconstruction,) = encode_stream([tensor], settings, state)
     if reconstruction is None:          # all-zero tensor, NDU omitted under parent signalling
         reconstruction = np.zeros(tensor.dims, dtype=np.float32)
     return bitstream, reconstruction
 
 
-def decode(bitstream: bytes, tensor_id: str | None = None) -> np.ndarray:
+def decode(bitstream: bytes, tensor_id: str | None = None,
+           state: CodingState | None = None) -> np.ndarray:
     """Decode a tensor from an NNC bitstream.
 
     Returns float32 values for uniformly quantized tensors, float64 for codebook-coded
     ones and int32 for integer tensors. ``tensor_id`` picks a tensor by name when the
-    stream holds several (default: the first).
+    stream holds several (default: the first). ``state`` is the decoder's incremental
+    coding memory (see :func:`encode`).
     """
-    tensors = decode_stream(bitstream)
+    tensors = decode_stream(bitstream, state)
     if not tensors:
         raise DecodeError("the bitstream holds no tensor (no NDU unit)")
     if tensor_id is None:
@@ -112,7 +122,8 @@ def quantize_tensor(array: np.ndarray, opts: TensorOptions, name: str | None = N
     name = opts.tensor_id if name is None else name
     dims = tuple(int(d) for d in array.shape)
     if array.dtype == np.int32:
-        return QuantizedTensor(name, dims, array.reshape(-1), parameter_id=parameter_id)
+        return QuantizedTensor(name, dims, array.reshape(-1), scan_order=opts.scan_order,
+                               parameter_id=parameter_id)
     rows = dims[0]
     cols = array.size // rows if rows else 0
     is_weight = array.ndim >= 2
@@ -127,7 +138,7 @@ def quantize_tensor(array: np.ndarray, opts: TensorOptions, name: str | None = N
         levels = np.clip(levels, *clip)
     tensor = QuantizedTensor(name, dims, levels.reshape(-1), qp, opts.use_dq,
                              scan_order=opts.scan_order, parameter_id=parameter_id)
-    if opts.approx_method == "codebook":
+    if opts.approx_method == "codebook" and is_weight:     # vectors are never codebook-coded
         return _with_codebook(array, tensor, opts, rows, cols)
     return tensor
 

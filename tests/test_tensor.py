@@ -332,3 +332,38 @@ def test_round_trip_property(shape, qp, use_dq, row_skipping, param_opt, scan_or
                     elements=st.integers(-(2**31), 2**31 - 1)))
 def test_integer_round_trip_property(x):
     np.testing.assert_array_equal(decode(encode(x)), x.reshape(x.shape or (1,)))
+
+
+# ----------------------------------------------------------------------------- incremental coding
+
+def test_incremental_updates_with_tca_round_trip():
+    from nnc_core.codec import decode_stream
+    from nnc_core.tensor import CodingState
+    enc_state, dec_state = CodingState(), CodingState()
+    rng = np.random.default_rng(5)
+    base = gaussian((24, 16))
+    sizes = []
+    for step in range(4):
+        update = (base * 0.2 + rng.normal(0, 0.002, base.shape)).astype(np.float32)
+        update[3] = 0
+        bs, recon = encode_with_reconstruction(update, enc_state, qp=-36, tca=True,
+                                               compress_differences=True)
+        (t,) = decode_stream(bs, dec_state)
+        np.testing.assert_array_equal(t.values, recon)
+        assert t.header.put_node_depth == step + 1
+        assert t.header.temporal_context_modeling == (step > 0)
+        sizes.append(len(bs))
+    # correlated updates: the previous version as context saves bits
+    assert max(sizes[1:]) < 0.9 * sizes[0]
+    with pytest.raises(DecodeError, match="temporal context"):
+        decode(bs)                      # a TCA stream needs the decoder's state
+
+
+def test_all_zero_update_is_not_sent():
+    from nnc_core.tensor import CodingState
+    state = CodingState()
+    bs = encode(np.zeros((8, 8), np.float32), state, compress_differences=True)
+    assert len(bs) == 18                # start unit, parameter set and topology only
+    assert state.previous("0") is None
+    with pytest.raises(DecodeError, match="no tensor"):
+        decode(bs)

@@ -1,0 +1,354 @@
+"""Command line interface: ``python -m nnc_core encode|decode|info`` (installed as ``nnc``).
+
+* ``encode`` codes one tensor (.npy or .pt) into an NNC bitstream (ISO/IEC 15938-17),
+* ``decode`` reconstructs it,
+* ``info`` lists the NNR units of a bitstream with their header fields (format note 3, 4) and the
+  QP that starts each CABAC payload (5.2).
+
+Errors in the input (missing files, malformed bitstreams, unusable options) end the program with
+exit status 2 and a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nnc_core.bitstream import (LayerParameterSet, ModelParameterSet, NDUHeader, PayloadType,
+                                Topology, TopologyFormat, Unit, UnitType, parse_stream, read_qp)
+from nnc_core.errors import DecodeError
+
+PROG = "nnc"
+EXIT_ERROR = 2
+
+EPILOG = """\
+examples:
+  python -m nnc_core encode weights.npy -o weights.nnc              # defaults: qp -32, DQ on
+  python -m nnc_core encode fc.pt -o fc.nnc --qp -40 --no_dq --scan_order 1
+  python -m nnc_core encode emb.npy -o emb.nnc --approx_method codebook
+  python -m nnc_core decode weights.nnc -o decoded.npy              # or decoded.pt
+  python -m nnc_core info weights.nnc                               # units and header fields
+  python -m nnc_core info weights.nnc --json
+"""
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Neural Network Coding (ISO/IEC 15938-17) of single tensors.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enc = commands.add_parser(
+        "encode", help="code a tensor (.npy or .pt) into an NNC bitstream",
+        description="Code one tensor into an NNC bitstream. Options left out take the codec "
+                    "defaults (those of the reference tensor API).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    enc.add_argument("input", type=Path, help="tensor file: .npy, or .pt holding one torch tensor")
+    enc.add_argument("-o", "--output", type=Path, required=True, help="bitstream file to write")
+    # SUPPRESS: options not given are not forwarded, so the codec's own defaults apply.
+    keep = argparse.SUPPRESS
+    enc.add_argument("--qp", type=int, default=keep,
+                     help="quantization parameter of weight tensors (2+ dims; default -32)")
+    enc.add_argument("--nonweight_qp", type=int, default=keep,
+                     help="quantization parameter of other tensors (default -75)")
+    enc.add_argument("--qp_density", type=int, default=keep,
+                     help="QP steps per doubling of the step size, as 2**d (default 2)")
+    dq = enc.add_mutually_exclusive_group()
+    dq.add_argument("--use_dq", dest="use_dq", action="store_true", default=keep,
+                    help="dependent (trellis-coded) quantization (default)")
+    dq.add_argument("--no_dq", dest="use_dq", action="store_false", default=keep,
+                    help="plain uniform scalar quantization")
+    enc.add_argument("--approx_method", choices=["uniform", "codebook"], default=keep,
+                     help="'codebook' tries codebook quantization and keeps it when smaller")
+    enc.add_argument("--bitdepth", type=int, default=keep, metavar="N",
+                     help="derive the step size so that levels fit N bits")
+    enc.add_argument("--no_row_skipping", dest="row_skipping", action="store_false",
+                     default=keep, help="do not signal all-zero rows")
+    enc.add_argument("--no_param_opt", dest="param_opt", action="store_false", default=keep,
+                     help="do not optimise the context initialisation parameters")
+    enc.add_argument("--tensor_id", default=keep, metavar="NAME",
+                     help="tensor name stored in the bitstream (default '0')")
+    enc.add_argument("--scan_order", type=int, choices=range(5), default=keep,
+                     help="0: raster scan; 1-4: 8x8 ... 64x64 block scan with entry points")
+
+    dec = commands.add_parser(
+        "decode", help="reconstruct a tensor from an NNC bitstream",
+        description="Decode an NNC bitstream holding one tensor.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dec.add_argument("input", type=Path, help="bitstream file")
+    dec.add_argument("-o", "--output", type=Path, required=True,
+                     help="tensor file to write: .npy (numpy) or .pt (torch tensor)")
+
+    info = commands.add_parser(
+        "info", help="list the NNR units and header fields of a bitstream",
+        description="List every NNR unit of a bitstream; for data units also the tensor "
+                    "names, shapes, coding tools and QP.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    info.add_argument("input", type=Path, help="bitstream file")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+# -- file helpers --------------------------------------------------------------------------------
+def _read_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    return path.read_bytes()
+
+
+def _load_tensor(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix in (".pt", ".pth"):
+        import pickle
+
+        import torch
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            raise CliError(f"{path}: not a loadable torch tensor file ({exc})") from exc
+        if not isinstance(obj, torch.Tensor):
+            raise CliError(f"{path}: expected one torch tensor, found {type(obj).__name__}")
+        tensor = obj.detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+            tensor = tensor.float()
+        return tensor.numpy()
+    raise CliError(f"{path}: unsupported input format {suffix or '(none)'} (use .npy or .pt)")
+
+
+def _save_tensor(path: Path, array: np.ndarray) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        np.save(path, array, allow_pickle=False)
+    elif suffix in (".pt", ".pth"):
+        import torch
+
+        torch.save(torch.from_numpy(np.ascontiguousarray(array)), path)
+    else:
+        raise CliError(f"{path}: unsupported output format {suffix or '(none)'} (use .npy or .pt)")
+
+
+def _tensor_codec():
+    try:
+        from nnc_core import tensor
+    except ImportError as exc:
+        raise CliError(f"the tensor codec is not available ({exc})") from exc
+    return tensor
+
+
+# -- commands ------------------------------------------------------------------------------------
+ENCODE_OPTIONS = ("qp", "nonweight_qp", "qp_density", "use_dq", "approx_method", "bitdepth",
+                  "row_skipping", "param_opt", "tensor_id", "scan_order")
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    x = _load_tensor(args.input)
+    options = {key: getattr(args, key) for key in ENCODE_OPTIONS if hasattr(args, key)}
+    bitstream = _tensor_codec().encode(x, **options)
+    args.output.write_bytes(bitstream)
+    bits_per_element = 8 * len(bitstream) / max(x.size, 1)
+    print(f"{args.input}: shape {list(x.shape)} {x.dtype}, {x.size} elements, {x.nbytes} bytes")
+    print(f"{args.output}: {len(bitstream)} bytes, {bits_per_element:.3f} bits per element")
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    bitstream = _read_file(args.input)
+    if args.output.suffix.lower() not in (".npy", ".pt", ".pth"):
+        raise CliError(f"{args.output}: unsupported output format (use .npy or .pt)")
+    array = np.asarray(_tensor_codec().decode(bitstream))
+    _save_tensor(args.output, array)
+    print(f"{args.output}: shape {list(array.shape)} {array.dtype}, decoded from "
+          f"{len(bitstream)} bytes")
+
+
+def _format_name(code: int) -> str:
+    try:
+        return TopologyFormat(code).name
+    except ValueError:
+        return "reserved"
+
+
+def _qp_of(unit: Unit, header: NDUHeader) -> tuple[int | None, str | None]:
+    if not header.has_qp:
+        return None, None
+    try:
+        return read_qp(unit.payload, *unit.quantization_parameters()), None
+    except (DecodeError, ValueError) as exc:
+        return None, str(exc)
+
+
+def ndu_record(unit: Unit, header: NDUHeader) -> dict[str, Any]:
+    qp, qp_error = _qp_of(unit, header)
+    record: dict[str, Any] = {
+        "names": header.names,
+        "payload_type": header.payload_type.name,
+        "dims": list(header.dims),
+        "dq_flag": int(header.dq_flag),
+        "qp": qp,
+    }
+    if qp_error:
+        record["qp_error"] = qp_error
+    if header.payload_type == PayloadType.BLOCK and qp is not None:
+        record["qp_scope"] = "first tensor of the block in payload order"
+    if header.element_indices:
+        record["element_indices"] = header.element_indices
+    record.update({
+        "codebook": None if header.codebook is None else {
+            "size": header.codebook.size, "zero_offset": header.codebook.zero_offset,
+            "egk": header.codebook.egk, "values": header.codebook.values},
+        "scan_order": header.scan_order,
+        "entry_points": [{"bit_offset": ep.bit_offset, "value": ep.value,
+                          "dq_state": ep.dq_state} for ep in header.entry_points],
+        "cabac_unary_length": header.cabac_unary_length,
+        "compressed_parameter_types": header.compressed_parameter_types,
+        "node_id_present": int(header.node_id_present),
+        "device_id": header.device_id,
+        "parameter_id": header.parameter_id,
+        "put_node_depth": header.put_node_depth,
+        "parent_node_id_present": int(header.parent_node_id_present),
+        "temporal_context_modeling": int(header.temporal_context_modeling),
+        "payload_bytes": len(unit.payload),
+    })
+    if header.parent_node_id_present:
+        record["parent_node_id_type"] = header.parent_node_id_type
+        record["parent_device_id"] = header.parent_device_id
+    if header.decompressed_data_format is not None:
+        record["decompressed_data_format"] = header.decompressed_data_format
+    return record
+
+
+def unit_record(unit: Unit) -> dict[str, Any]:
+    """JSON-ready summary of one unit."""
+    record: dict[str, Any] = {"index": unit.index, "type": unit.type.name, "offset": unit.offset,
+                              "size": unit.size, "header_size": unit.header_size}
+    content = unit.content
+    if unit.type == UnitType.STR:
+        record["profile"] = content
+    elif isinstance(content, (ModelParameterSet, LayerParameterSet)):
+        record["quantization_method_flags"] = content.quantization_method_flags
+        if content.has_quantization_parameters:
+            record["qp_density"] = content.qp_density
+            record["qp_base"] = content.qp_base
+        if isinstance(content, ModelParameterSet):
+            record["topology_carriage"] = int(content.topology_carriage)
+            record["topology_indexed_reference"] = int(content.topology_indexed_reference)
+            record["parent_signalling_enabled"] = int(content.parent_signalling_enabled)
+            record["pre_flag"] = int(content.pre_flag)
+            if content.base_model_id is not None:
+                record["base_model_id"] = content.base_model_id
+    elif isinstance(content, Topology):
+        record["storage_format"] = content.storage_format
+        record["storage_format_name"] = _format_name(content.storage_format)
+        record["compression_format"] = content.compression_format
+        if content.element_ids is not None:
+            record["element_ids"] = content.element_ids
+        elif content.raw is not None:
+            record["raw_bytes"] = len(content.raw)
+        else:
+            record["data"] = content.data
+    elif isinstance(content, NDUHeader):
+        record.update(ndu_record(unit, content))
+    return record
+
+
+def _text_lines(path: Path, size: int, records: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{path}: {size} bytes, {len(records)} units"]
+    for rec in records:
+        head = f"  #{rec['index']:<3} {rec['type']:<4} offset {rec['offset']:>8}  " \
+               f"size {rec['size']:>8}"
+        kind = rec["type"]
+        if kind == "STR":
+            lines.append(f"{head}  profile {rec['profile']}")
+        elif kind in ("MPS", "LPS"):
+            qp = (f"qp_density {rec['qp_density']}, qp_base {rec['qp_base']}"
+                  if "qp_density" in rec else "no quantization parameters")
+            extra = ""
+            if kind == "MPS":
+                extra = f", parent signalling {'on' if rec['parent_signalling_enabled'] else 'off'}"
+                if rec["parent_signalling_enabled"]:
+                    extra += f" (pre_flag {rec['pre_flag']})"
+            lines.append(f"{head}  {qp}{extra}")
+        elif kind == "TPL":
+            lines.append(f"{head}  storage format {rec['storage_format']} "
+                         f"({rec['storage_format_name']}), compression {rec['compression_format']}")
+        elif kind == "NDU":
+            lines.extend(_ndu_lines(head, rec))
+        else:
+            lines.append(head)
+    return lines
+
+
+def _ndu_lines(head: str, rec: dict[str, Any]) -> list[str]:
+    ids = rec["names"] if rec["names"] else [f"#{i}" for i in rec.get("element_indices", [])]
+    qp = "" if rec["qp"] is None else f"  qp {rec['qp']}"
+    lines = [f"{head}  {rec['payload_type']} {', '.join(map(repr, ids))}  dims {rec['dims']}"
+             f"{qp}  dq {rec['dq_flag']}"]
+    pad = " " * 8
+    if "qp_scope" in rec:
+        lines.append(f"{pad}qp of the {rec['qp_scope']}")
+    if "qp_error" in rec:
+        lines.append(f"{pad}qp unreadable: {rec['qp_error']}")
+    lines.append(f"{pad}header {rec['header_size']} bytes, payload {rec['payload_bytes']} bytes; "
+                 f"cabac_unary_length {rec['cabac_unary_length']}; "
+                 f"compressed_parameter_types {rec['compressed_parameter_types']}")
+    node = (f"device {rec['device_id']}, parameter {rec['parameter_id']}, "
+            f"depth {rec['put_node_depth']}" if rec["node_id_present"] else "no node id")
+    if rec["parent_node_id_present"]:
+        node += (f"; parent id type {rec['parent_node_id_type']}, parent device "
+                 f"{rec['parent_device_id']}, temporal context modeling "
+                 f"{rec['temporal_context_modeling']}")
+    lines.append(f"{pad}node: {node}")
+    codebook = rec["codebook"]
+    if codebook is not None:
+        lines.append(f"{pad}codebook: size {codebook['size']}, zero offset "
+                     f"{codebook['zero_offset']}, egk {codebook['egk']}: {codebook['values']}")
+    scan = f"{pad}scan order {rec['scan_order']}"
+    if rec["entry_points"]:
+        points = ", ".join(f"(offset {ep['bit_offset']}, value {ep['value']}, dq state "
+                           f"{ep['dq_state']})" for ep in rec["entry_points"])
+        scan += f"; {len(rec['entry_points'])} entry points: {points}"
+    lines.append(scan)
+    return lines
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    data = _read_file(args.input)
+    records = [unit_record(unit) for unit in parse_stream(data)]
+    if args.json:
+        print(json.dumps({"file": str(args.input), "size": len(data), "units": records},
+                         indent=2))
+    else:
+        print("\n".join(_text_lines(args.input, len(data), records)))
+
+
+COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (0, or 2 on errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (CliError, OSError, DecodeError, ValueError, TypeError, NotImplementedError) as exc:
+        # DecodeError is a ValueError; ValueError / TypeError also cover options or tensors
+        # that the codec rejects.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

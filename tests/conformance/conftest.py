@@ -1,0 +1,93 @@
+"""Fixtures for the conformance tests against the reference NNC software (NNCodec 2.1.3).
+
+The reference runs in its own virtual environment (see ``env.sh``). If that environment is
+missing or broken, every conformance test FAILS with instructions; set
+``NNC_SKIP_CONFORMANCE=1`` to skip them instead.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SKIP_VAR = "NNC_SKIP_CONFORMANCE"
+REFERENCE_MODULE = "nnc_conformance_reference"
+
+
+def _load_reference_module():
+    """Import ``reference.py`` under a unique name (independent of pytest's import mode)."""
+    mod = sys.modules.get(REFERENCE_MODULE)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(REFERENCE_MODULE, HERE / "reference.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[REFERENCE_MODULE] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+reference_module = _load_reference_module()
+
+_unavailable: list[str] = []  # reason, once the session fixture has found the reference broken
+
+
+def _skip_requested() -> bool:
+    return os.environ.get(SKIP_VAR, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason=f"{SKIP_VAR}=1: conformance tests against NNCodec 2.1.3 skipped on request")
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.conformance)
+            if _skip_requested():
+                item.add_marker(skip)
+
+
+def fail_unavailable(reason: str):
+    """Fail the current test loudly: the reference environment is not usable."""
+    if not _unavailable:
+        _unavailable.append(reason)
+    pytest.fail(reference_module.unavailable_banner(reason), pytrace=False)
+
+
+class LoudRunner:
+    """Wraps a ``ReferenceRunner``: a reference that turns out to be unusable when a batch
+    starts (package present but not importable) fails the test with the setup banner."""
+
+    def __init__(self, runner):
+        self._runner = runner
+
+    def __getattr__(self, name):
+        attr = getattr(self._runner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except reference_module.ReferenceUnavailable as e:
+                fail_unavailable(str(e))
+        return call
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The reference software: a ``ReferenceRunner`` (see reference.py), checked once per
+    session. Fails every test that uses it, with instructions, if the reference environment
+    is missing or broken; skips if NNC_SKIP_CONFORMANCE=1."""
+    if _skip_requested():
+        pytest.skip(f"{SKIP_VAR}=1: conformance tests against NNCodec 2.1.3 skipped on request")
+    try:
+        runner = reference_module.ReferenceRunner()
+    except reference_module.ReferenceUnavailable as e:
+        fail_unavailable(str(e))
+    return LoudRunner(runner)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _unavailable:
+        terminalreporter.write_line(reference_module.unavailable_banner(_unavailable[0]), red=True, bold=True)
