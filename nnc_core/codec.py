@@ -85,13 +85,15 @@ def _qp_field(qp: int, qp_base: int, qp_density: int) -> int:
     return offset & ((1 << bits) - 1)
 
 
-def _tensor_coding_args(dims, dq: bool, scan_order: int, num_gt: int,
-                        codebook: Codebook | None, parent_present: bool) -> dict:
+def _coding_args(dims, *, dq: bool, scan_order: int, num_gt: int, codebook: Codebook | None,
+                 parent_present: bool, tca_base: np.ndarray | None = None) -> tuple[int, int, dict]:
+    """(rows, cols, keyword arguments) of the level coder for one tensor, the same for
+    encoder and decoder."""
     rows, cols = layer_shape(dims)
-    return dict(rows=rows, cols=cols, dq=dq, num_gt=num_gt, scan_order=scan_order,
-                profile=PROFILE, parent_present=parent_present,
-                cb_size=codebook.size if codebook else 0,
-                cb_zero=codebook.zero_offset if codebook else 0)
+    return rows, cols, dict(dq=dq, num_gt=num_gt, scan_order=scan_order, profile=PROFILE,
+                            parent_present=parent_present, tca_base=tca_base,
+                            cb_size=codebook.size if codebook else 0,
+                            cb_zero=codebook.zero_offset if codebook else 0)
 
 
 def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSet,
@@ -103,14 +105,15 @@ def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSe
     """
     rows, cols = layer_shape(t.dims)
     scan_order = t.scan_order if len(t.dims) > 1 and rows > 1 and cols > 1 else 0
-    num_gt = s.cabac_unary_length_minus1 + 1
-    args = _tensor_coding_args(t.dims, t.dq, scan_order, num_gt, t.codebook, s.compress_differences)
+    rows, cols, args = _coding_args(t.dims, dq=t.dq, scan_order=scan_order,
+                                    num_gt=s.cabac_unary_length_minus1 + 1, codebook=t.codebook,
+                                    parent_present=s.compress_differences, tca_base=tca_base)
+    qp_bits = 6 + mps.qp_density if t.qp is not None else 0
     encoder = PayloadEncoder()
-    if t.qp is not None:
-        encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), 6 + mps.qp_density)
-    decoded = encoder.encode_tensor(t.levels, args.pop("rows"), args.pop("cols"),
-                                    row_skipping=s.row_skipping, param_opt=s.param_opt,
-                                    tca_base=tca_base, **args)
+    if qp_bits:
+        encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), qp_bits)
+    decoded = encoder.encode_tensor(t.levels, rows, cols, row_skipping=s.row_skipping,
+                                    param_opt=s.param_opt, **args)
     payload = encoder.finish()
     header = NDUHeader(
         payload_type=t.payload_type, names=[t.name], parameter_id=t.parameter_id,
@@ -119,19 +122,15 @@ def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSe
         dims=tuple(t.dims), cabac_unary_length_minus1=s.cabac_unary_length_minus1,
         scan_order=scan_order)
     if num_entry_points(t.dims, scan_order):
-        header.entry_points = _entry_points(payload, t, mps, num_gt, scan_order, s, tca_base)
+        header.entry_points = _entry_points(payload, qp_bits, rows, cols, args)
     return encode_ndu(header, payload, mps, PROFILE), decoded
 
 
-def _entry_points(payload: bytes, t: QuantizedTensor, mps, num_gt, scan_order, s,
-                  tca_base) -> list[EntryPoint]:
+def _entry_points(payload: bytes, qp_bits: int, rows: int, cols: int, args: dict) -> list[EntryPoint]:
     """Entry points are decoder states, so measure them by decoding the finished payload."""
     decoder = PayloadDecoder(payload)
-    if t.qp is not None:
-        decoder.bypass_bits(6 + mps.qp_density)
-    args = _tensor_coding_args(t.dims, t.dq, scan_order, num_gt, t.codebook, s.compress_differences)
-    _, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), entry_points=True,
-                                    tca_base=tca_base, **args)
+    decoder.bypass_bits(qp_bits)
+    _, info = decoder.decode_tensor(rows, cols, entry_points=True, **args)
     return [EntryPoint(offset, value, state) for offset, value, state in info["entry_points"]]
 
 
@@ -206,7 +205,6 @@ def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
     previous = state.previous(name) if state is not None else None
     if previous is not None and previous.significant.size == size:
         history = previous.significant
-    num_gt = header.cabac_unary_length_minus1 + 1
     decoder = PayloadDecoder(payload)
     qp = None
     if header.payload_type == PayloadType.FLOAT:
@@ -214,11 +212,12 @@ def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
         raw = decoder.bypass_bits(bits)
         qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + mps.qp_base
     codebook = header.codebook if header.payload_type == PayloadType.FLOAT else None
-    dq = bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT
-    args = _tensor_coding_args(dims, dq, header.scan_order if len(dims) > 1 else 0, num_gt,
-                               codebook, header.parent_node_id_present)
-    levels, info = decoder.decode_tensor(args.pop("rows"), args.pop("cols"), tca_base=tca_base,
-                                         history=history, **args)
+    rows, cols, args = _coding_args(
+        dims, dq=bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT,
+        scan_order=header.scan_order if len(dims) > 1 else 0,
+        num_gt=header.cabac_unary_length_minus1 + 1, codebook=codebook,
+        parent_present=header.parent_node_id_present, tca_base=tca_base)
+    levels, info = decoder.decode_tensor(rows, cols, history=history, **args)
     decoder.finish()
     if state is not None:
         state.record(name, header.parameter_id, header.put_node_depth, levels)
