@@ -164,11 +164,13 @@ def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
     return b"".join(parts), reconstructions
 
 
-def decode_stream(data: bytes, state: CodingState | None = None) -> list[DecodedTensor]:
+def decode_stream(data: bytes, state: CodingState | None = None,
+                  transmitted: bool = False) -> list[DecodedTensor]:
     """Decode every tensor of a bitstream, in stream order.
 
     ``state`` carries incremental-coding memory across calls; it is needed for NDUs that
-    use temporal context adaptation or history-dependent significance.
+    use temporal context adaptation or history-dependent significance. ``transmitted``
+    also returns the coded levels (``info["transmitted"]``), e.g. to measure their entropy.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
@@ -185,14 +187,14 @@ def decode_stream(data: bytes, state: CodingState | None = None) -> list[Decoded
             raise DecodeError(f"{where}: payload type {PayloadType(header.payload_type).name} "
                               "is not supported by the tensor decoder")
         try:
-            out.append(_decode_ndu(unit.payload, header, mps, state))
+            out.append(_decode_ndu(unit.payload, header, mps, state, transmitted))
         except DecodeError as error:
             raise DecodeError(f"{where}: {error}") from None
     return out
 
 
 def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
-                state: CodingState | None) -> DecodedTensor:
+                state: CodingState | None, transmitted: bool = False) -> DecodedTensor:
     dims = tuple(header.dims)
     name = header.names[0]
     size = int(np.prod(dims)) if dims else 0
@@ -217,7 +219,8 @@ def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
         scan_order=header.scan_order if len(dims) > 1 else 0,
         num_gt=header.cabac_unary_length_minus1 + 1, codebook=codebook,
         parent_present=header.parent_node_id_present, tca_base=tca_base)
-    levels, info = decoder.decode_tensor(rows, cols, history=history, **args)
+    levels, info = decoder.decode_tensor(rows, cols, history=history, transmitted=transmitted,
+                                         **args)
     decoder.finish()
     if state is not None:
         state.record(name, header.parameter_id, header.put_node_depth, levels)

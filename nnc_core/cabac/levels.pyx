@@ -439,8 +439,10 @@ cdef class PayloadEncoder:
 
 cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
                      const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
-                     int32_t* out, long long* entry_points, Py_ssize_t* bad_index) noexcept nogil:
-    """Decode the levels of one tensor; ``entry_points`` (3 per block row) may be NULL."""
+                     int32_t* out, int32_t* transmitted, long long* entry_points,
+                     Py_ssize_t* bad_index) noexcept nogil:
+    """Decode the levels of one tensor into ``out`` (reconstruction integers) and, if not
+    NULL, ``transmitted`` (the coded levels k); ``entry_points`` (3 per block row) may be NULL."""
     cdef Py_ssize_t si, p, end, c
     cdef int state = 0, block_row = 0
     cdef long long k, r, previous = 0, base = 0
@@ -473,6 +475,8 @@ cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
                     bad_index[0] = p
                     return DEC_LEVEL_RANGE
                 out[p] = <int32_t>r
+                if transmitted != NULL:
+                    transmitted[p] = <int32_t>k
                 previous = k
         if segs[si].ends_block_row:
             for c in range(t.layout.count):
@@ -515,10 +519,11 @@ cdef class PayloadDecoder:
     def decode_tensor(self, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int num_gt=11,
                       int scan_order=0, int profile=1, bint parent_present=False,
                       int cb_size=0, int cb_zero=0, tca_base=None, history=None,
-                      bint entry_points=False):
+                      bint entry_points=False, bint transmitted=False):
         """Decode one tensor; returns ``(r, info)`` with the reconstruction integers
         (int32, raster order) and a dict of the tensor-level flags (``hdsp``,
-        ``row_skip``) and, if asked, the ``entry_points`` as (offset, value, dq_state)."""
+        ``row_skip``) and, if asked, the ``entry_points`` as (offset, value, dq_state) and
+        the ``transmitted`` levels k (equal to r without dependent quantization)."""
         cdef TensorCoding t
         cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, bad = 0
         cdef const int32_t[::1] base_v
@@ -539,8 +544,14 @@ cdef class PayloadDecoder:
             if n:
                 t.tca_base = &base_v[0]
         out = np.zeros(n, dtype=np.int32)
+        coded = np.zeros(n, dtype=np.int32) if transmitted else None
         cdef int32_t[::1] ov = out
+        cdef int32_t[::1] kv
         cdef int32_t* op = &ov[0] if n else NULL
+        cdef int32_t* kp = NULL
+        if transmitted and n:
+            kv = coded
+            kp = &kv[0]
         try:
             ctx = <ContextModel*>malloc(sizeof(ContextModel) * t.layout.count)
             skip = <uint8_t*>calloc(rows if rows > 0 else 1, 1)
@@ -589,13 +600,15 @@ cdef class PayloadDecoder:
                 self.decoder.range = 256
             if t.cb_size != 1:
                 with nogil:
-                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, nseg, op, points, &bad)
+                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, nseg, op, kp, points, &bad)
             if status == DEC_PAST_END:
                 raise DecodeError(f"payload ends inside the levels, at element {bad} of {n} "
                                   f"(payload is {self.decoder.size} bytes)")
             if status == DEC_LEVEL_RANGE:
                 raise DecodeError(f"decoded level at element {bad} exceeds the int32 range")
             info = {"hdsp": bool(hdsp_flag), "row_skip": bool(t.row_skip)}
+            if transmitted:
+                info["transmitted"] = coded
             if entry_points:
                 info["entry_points"] = [
                     (points[3 * (j + 1)] - points[3 * j], points[3 * (j + 1) + 1], points[3 * (j + 1) + 2])
