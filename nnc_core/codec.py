@@ -19,6 +19,10 @@ from .quant.step import step_size, step_size_exact
 
 PROFILE = 1
 
+# Largest tensor (in elements) the decoder accepts; a guard against bitstreams whose
+# header claims a huge tensor that row skipping would fill with zeros for free.
+MAX_ELEMENTS = 1 << 28
+
 
 @dataclass
 class QuantizedTensor:
@@ -220,7 +224,7 @@ def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
         num_gt=header.cabac_unary_length_minus1 + 1, codebook=codebook,
         parent_present=header.parent_node_id_present, tca_base=tca_base)
     levels, info = decoder.decode_tensor(rows, cols, history=history, transmitted=transmitted,
-                                         **args)
+                                         max_elements=MAX_ELEMENTS, **args)
     decoder.finish()
     if state is not None:
         state.record(name, header.parameter_id, header.put_node_depth, levels)

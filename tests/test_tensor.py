@@ -367,3 +367,24 @@ def test_all_zero_update_is_not_sent():
     assert state.previous("0") is None
     with pytest.raises(DecodeError, match="no tensor"):
         decode(bs)
+
+
+@pytest.mark.parametrize("dims,row_skipping", [((2**15, 2**15), True), ((2**15, 2**15), False),
+                                               ((2**31 - 1,), False), ((3, 2**29), True)])
+def test_forged_huge_dims_are_refused_before_allocating(dims, row_skipping):
+    """A header claiming a huge tensor over a tiny payload must fail fast, not allocate."""
+    import dataclasses
+    import resource
+
+    from nnc_core.bitstream import UnitType, encode_ndu, parse_stream
+    bs = encode(gaussian((4, 4)), row_skipping=row_skipping)
+    units = parse_stream(bs)
+    ndu = units[-1]
+    forged = dataclasses.replace(ndu.content, dims=dims)
+    mps = next(u.content for u in units if u.type == UnitType.MPS)
+    data = bs[:ndu.offset] + encode_ndu(forged, bytes(ndu.payload), mps)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DecodeError):
+        decode(data)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 64 * 1024

@@ -33,6 +33,17 @@ cdef long long UNBOUNDED = 1LL << 62
 cdef long long INT32_MAX = 2147483647
 cdef int PARAM_SET_PENALTY = 3 * 32768     # signalling cost of a non-default set, 1/32768 bit
 
+# Decoders refuse tensors larger than this unless told otherwise: row skipping and
+# single-entry codebooks code zeros for free, so a few bytes could claim gigabytes.
+DEFAULT_MAX_ELEMENTS = 1 << 28
+
+
+cdef inline Py_ssize_t max_bins(size_t payload_bytes) noexcept nogil:
+    """Upper bound on the context-coded bins a payload can hold: a bin shrinks the range by
+    at least 2 of at most 510, so 128 bins cost at least one bit."""
+    return 1024 * <Py_ssize_t>payload_bytes + 1024
+
+
 # decoder error codes, turned into DecodeError messages by the Python wrappers
 cdef enum:
     DEC_OK = 0
@@ -519,15 +530,24 @@ cdef class PayloadDecoder:
     def decode_tensor(self, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int num_gt=11,
                       int scan_order=0, int profile=1, bint parent_present=False,
                       int cb_size=0, int cb_zero=0, tca_base=None, history=None,
-                      bint entry_points=False, bint transmitted=False):
+                      bint entry_points=False, bint transmitted=False,
+                      Py_ssize_t max_elements=DEFAULT_MAX_ELEMENTS):
         """Decode one tensor; returns ``(r, info)`` with the reconstruction integers
         (int32, raster order) and a dict of the tensor-level flags (``hdsp``,
         ``row_skip``) and, if asked, the ``entry_points`` as (offset, value, dq_state) and
-        the ``transmitted`` levels k (equal to r without dependent quantization)."""
+        the ``transmitted`` levels k (equal to r without dependent quantization).
+
+        Nothing proportional to the tensor size is allocated before the header's claim is
+        checked against ``max_elements`` and against what the payload can hold.
+        """
         cdef TensorCoding t
-        cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, bad = 0
+        cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, bad = 0, coded_rows
         cdef const int32_t[::1] base_v
         cdef const uint8_t[::1] hist_v
+        cdef int32_t[::1] ov
+        cdef int32_t[::1] kv
+        cdef int32_t* op = NULL
+        cdef int32_t* kp = NULL
         cdef Segment* segs = NULL
         cdef int* list_ctx = NULL
         cdef bint* list_present = NULL
@@ -537,30 +557,28 @@ cdef class PayloadDecoder:
         cdef int e, status = DEC_OK
         cdef bint hdsp_flag = False
         configure(&t, rows, cols, dq, num_gt, scan_order, profile, parent_present, cb_size, cb_zero)
+        if n > max_elements:
+            raise DecodeError(f"tensor of {n} elements exceeds the decoder's limit of "
+                              f"{max_elements} (raise nnc_core.codec.MAX_ELEMENTS to allow it)")
+        if t.tensor_flags and rows > max_bins(self.decoder.size):
+            raise DecodeError(f"{rows} rows cannot be signalled in a payload of "
+                              f"{self.decoder.size} bytes")
         if tca_base is not None:
             base_v = np.ascontiguousarray(tca_base, dtype=np.int32).reshape(-1)
             if base_v.shape[0] != n:
                 raise DecodeError("temporal context base has the wrong size for this tensor")
             if n:
                 t.tca_base = &base_v[0]
-        out = np.zeros(n, dtype=np.int32)
-        coded = np.zeros(n, dtype=np.int32) if transmitted else None
-        cdef int32_t[::1] ov = out
-        cdef int32_t[::1] kv
-        cdef int32_t* op = &ov[0] if n else NULL
-        cdef int32_t* kp = NULL
-        if transmitted and n:
-            kv = coded
-            kp = &kv[0]
         try:
             ctx = <ContextModel*>malloc(sizeof(ContextModel) * t.layout.count)
-            skip = <uint8_t*>calloc(rows if rows > 0 else 1, 1)
+            skip = <uint8_t*>calloc(rows if t.tensor_flags else 1, 1)
             list_ctx = <int*>malloc(sizeof(int) * t.layout.count)
             list_present = <bint*>malloc(sizeof(bint) * t.layout.count)
             if not (ctx and skip and list_ctx and list_present):
                 raise MemoryError()
             for i in range(t.layout.count):
                 model_init(&ctx[i], 0)
+            coded_rows = rows
             if t.tensor_flags:
                 if parent_present:
                     hdsp_flag = dec_bypass(&self.decoder)
@@ -569,9 +587,14 @@ cdef class PayloadDecoder:
                     with nogil:
                         for y in range(rows):
                             skip[y] = dec_bin(&self.decoder, &ctx[t.layout.row_skip])
+                            coded_rows -= skip[y]
                             if self.decoder.fetched > self.decoder.size:
                                 break
                 self._check_overrun("the row-skip flags")
+            # every coded element costs at least one context-coded bin
+            if t.cb_size != 1 and coded_rows * cols > max_bins(self.decoder.size):
+                raise DecodeError(f"{coded_rows * cols} coded elements cannot fit in a payload "
+                                  f"of {self.decoder.size} bytes")
             if hdsp_flag:
                 if history is None:
                     raise DecodeError("tensor uses history-dependent significance (HDSP) "
@@ -589,6 +612,14 @@ cdef class PayloadDecoder:
                     e = 1 + <int>dec_bypass_bits(&self.decoder, 3)
                 model_init(&ctx[list_ctx[i]], e)
             self._check_overrun("the context parameter signalling")
+            out = np.zeros(n, dtype=np.int32)
+            coded = np.zeros(n, dtype=np.int32) if transmitted else None
+            if n:
+                ov = out
+                op = &ov[0]
+                if transmitted:
+                    kv = coded
+                    kp = &kv[0]
             segs = build_segments(&t, &nseg)
             if segs == NULL:
                 raise MemoryError()
