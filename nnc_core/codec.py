@@ -5,6 +5,8 @@ The layer between quantization and the bit syntax, shared by the tensor and mode
 (start unit, model parameter set, topology, one NDU per tensor) and reports what a
 decoder will reconstruct; :func:`decode_stream` parses and decodes any such stream.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,21 +170,21 @@ def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
     return b"".join(parts), reconstructions
 
 
-def decode_stream(data: bytes, state: CodingState | None = None,
-                  transmitted: bool = False) -> list[DecodedTensor]:
+def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bool = False,
+                  threads: int | None = None) -> list[DecodedTensor]:
     """Decode every tensor of a bitstream, in stream order.
 
     ``state`` carries incremental-coding memory across calls; it is needed for NDUs that
     use temporal context adaptation or history-dependent significance. ``transmitted``
     also returns the coded levels (``info["transmitted"]``), e.g. to measure their entropy.
+    ``threads`` (default: all cores) decode NDUs concurrently and, inside block-scanned
+    tensors, block rows from their entry points; the result does not depend on it.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
-    mps = None
-    out = []
+    threads = max(1, threads or os.cpu_count() or 1)
+    jobs = []
     for unit in parse_stream(data):
-        if unit.type == UnitType.MPS:
-            mps = unit.content
         if unit.type != UnitType.NDU:
             continue
         header: NDUHeader = unit.content
@@ -190,15 +192,28 @@ def decode_stream(data: bytes, state: CodingState | None = None,
         if header.payload_type not in (PayloadType.INT, PayloadType.FLOAT):
             raise DecodeError(f"{where}: payload type {PayloadType(header.payload_type).name} "
                               "is not supported by the tensor decoder")
+        jobs.append((where, unit))
+
+    def run(job, block_row_threads=1):
+        where, unit = job
         try:
-            out.append(_decode_ndu(unit.payload, header, mps, state, transmitted))
+            return _decode_ndu(unit.payload, unit.content, unit.quantization_parameters(),
+                               state, transmitted, block_row_threads)
         except DecodeError as error:
             raise DecodeError(f"{where}: {error}") from None
-    return out
+
+    # incremental state is updated in stream order, so it rules out NDU-level parallelism
+    if threads == 1 or len(jobs) == 1 or state is not None:
+        return [run(job, threads) for job in jobs]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(run, jobs))
 
 
-def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
-                state: CodingState | None, transmitted: bool = False) -> DecodedTensor:
+def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
+                state: CodingState | None, transmitted: bool = False,
+                threads: int = 1) -> DecodedTensor:
+    """Decode one NDU; ``quantization`` is the (qp_density, qp_base) in force."""
+    qp_density, qp_base = quantization
     dims = tuple(header.dims)
     name = header.names[0]
     size = int(np.prod(dims)) if dims else 0
@@ -214,19 +229,21 @@ def _decode_ndu(payload, header: NDUHeader, mps: ModelParameterSet,
     decoder = PayloadDecoder(payload)
     qp = None
     if header.payload_type == PayloadType.FLOAT:
-        bits = 6 + mps.qp_density
+        bits = 6 + qp_density
         raw = decoder.bypass_bits(bits)
-        qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + mps.qp_base
+        qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + qp_base
     codebook = header.codebook if header.payload_type == PayloadType.FLOAT else None
     rows, cols, args = _coding_args(
         dims, dq=bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT,
         scan_order=header.scan_order if len(dims) > 1 else 0,
         num_gt=header.cabac_unary_length_minus1 + 1, codebook=codebook,
         parent_present=header.parent_node_id_present, tca_base=tca_base)
+    entry_points = [(e.bit_offset, e.value, e.dq_state) for e in header.entry_points]
     levels, info = decoder.decode_tensor(rows, cols, history=history, transmitted=transmitted,
-                                         max_elements=MAX_ELEMENTS, **args)
+                                         max_elements=MAX_ELEMENTS, entry_points_in=entry_points,
+                                         threads=threads, **args)
     decoder.finish()
     if state is not None:
         state.record(name, header.parameter_id, header.put_node_depth, levels)
-    values = reconstruct(levels, dims, qp, mps.qp_density, codebook)
+    values = reconstruct(levels, dims, qp, qp_density, codebook)
     return DecodedTensor(name, header, levels, qp, values, info)

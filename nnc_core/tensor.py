@@ -60,16 +60,17 @@ def encode_with_reconstruction(x, state: CodingState | None = None,
     return bitstream, reconstruction
 
 
-def decode(bitstream: bytes, tensor_id: str | None = None,
-           state: CodingState | None = None) -> np.ndarray:
+def decode(bitstream: bytes, tensor_id: str | None = None, state: CodingState | None = None,
+           threads: int | None = None) -> np.ndarray:
     """Decode a tensor from an NNC bitstream.
 
     Returns float32 values for uniformly quantized tensors, float64 for codebook-coded
     ones and int32 for integer tensors. ``tensor_id`` picks a tensor by name when the
     stream holds several (default: the first). ``state`` is the decoder's incremental
-    coding memory (see :func:`encode`).
+    coding memory (see :func:`encode`). Block-scanned tensors (``scan_order > 0``) decode
+    their block rows on ``threads`` cores (default: all) from the entry points.
     """
-    tensors = decode_stream(bitstream, state)
+    tensors = decode_stream(bitstream, state, threads=threads)
     if not tensors:
         raise DecodeError("the bitstream holds no tensor (no NDU unit)")
     if tensor_id is None:

@@ -388,3 +388,48 @@ def test_forged_huge_dims_are_refused_before_allocating(dims, row_skipping):
         decode(data)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 64 * 1024
+
+
+# ----------------------------------------------------------------------------- parallel decoding
+
+@pytest.mark.parametrize("scan_order", [1, 2, 4])
+@pytest.mark.parametrize("use_dq", [True, False])
+@pytest.mark.parametrize("row_skipping", [True, False])
+def test_block_rows_decode_in_parallel_from_entry_points(scan_order, use_dq, row_skipping):
+    rng = np.random.default_rng(scan_order)
+    x = gaussian((300, 77), seed=scan_order)
+    x[rng.random(300) < 0.2] = 0
+    bs, recon = encode_with_reconstruction(x, scan_order=scan_order, use_dq=use_dq,
+                                           row_skipping=row_skipping)
+    for threads in (1, 2, 3, 16):
+        np.testing.assert_array_equal(decode(bs, threads=threads), recon)
+
+
+def test_corrupted_entry_point_never_crashes():
+    import dataclasses
+
+    from nnc_core.bitstream import EntryPoint, UnitType, encode_ndu, parse_stream
+    bs = encode(gaussian((200, 40)), scan_order=1)
+    units = parse_stream(bs)
+    ndu, mps = units[-1], next(u.content for u in units if u.type == UnitType.MPS)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        points = [EntryPoint(int(rng.integers(0, 4000)), int(rng.integers(0, 256)),
+                             int(rng.integers(0, 8))) for _ in ndu.content.entry_points]
+        forged = dataclasses.replace(ndu.content, entry_points=points)
+        try:
+            decode(bs[:ndu.offset] + encode_ndu(forged, bytes(ndu.payload), mps), threads=4)
+        except DecodeError:
+            pass
+
+
+def test_several_tensors_decode_concurrently():
+    from nnc_core.codec import QuantizedTensor, StreamSettings, decode_stream, encode_stream
+    tensors = [QuantizedTensor(f"t{i}", (40, 30), np.arange(1200, dtype=np.int32) % (i + 3) - 1,
+                               parameter_id=i) for i in range(6)]
+    bs, recon = encode_stream(tensors, StreamSettings())
+    for threads in (1, 4):
+        decoded = decode_stream(bs, threads=threads)
+        assert [t.name for t in decoded] == [f"t{i}" for i in range(6)]
+        for t, expected in zip(decoded, recon):
+            np.testing.assert_array_equal(t.values, expected)

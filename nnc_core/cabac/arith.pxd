@@ -234,6 +234,32 @@ cdef inline int dec_terminate(ArithDecoder* d) noexcept nogil:
     return 0
 
 
+cdef inline int dec_seek(ArithDecoder* d, long long bit_position, uint32_t value_high) noexcept nogil:
+    """Resume decoding at an entry point (§9.3): ``bit_position`` in the consumed-bit count
+    of :func:`dec_bit_position`, ``value_high`` = value >> 7 right after a range reset.
+
+    The 7 low bits of ``value`` are the payload bits that follow the 9 bits replaced by
+    ``value_high``; bits of a byte not yet due stay zero until that byte is fetched.
+    Returns -1 if the position lies outside the payload.
+    """
+    cdef long long window_end = bit_position + 16
+    cdef int missing = <int>(window_end % 8)
+    cdef long long loaded_end = window_end - missing
+    cdef long long p
+    cdef uint32_t low = 0
+    if bit_position < 0 or value_high > 255 or loaded_end > 8 * <long long>d.size:
+        return -1
+    for p in range(bit_position + 9, bit_position + 16):
+        low <<= 1
+        if p < loaded_end:
+            low |= (d.data[p >> 3] >> (7 - (p & 7))) & 1
+    d.range = 256
+    d.value = (value_high << 7) | low
+    d.bits_needed = missing - 8
+    d.fetched = <size_t>(loaded_end // 8)
+    return 0
+
+
 cdef inline long long dec_bit_position(const ArithDecoder* d) noexcept nogil:
     """Bits consumed so far; the unit of entry-point offsets (§6.6, §9.3)."""
     return 8 * <long long>d.fetched - 16 + (d.bits_needed + 8)

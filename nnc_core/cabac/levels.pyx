@@ -10,6 +10,8 @@ needs to start mid-tensor.
 The Python surface is two classes, :class:`PayloadEncoder` and :class:`PayloadDecoder`,
 each wrapping one arithmetic-coded segment that may hold several tensors.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, uint8_t
@@ -19,7 +21,7 @@ from libc.string cimport memset
 from nnc_core.errors import DecodeError
 
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bit_position, dec_bypass,
-                     dec_bypass_bits, dec_start, dec_terminate, enc_bin, enc_bypass,
+                     dec_bypass_bits, dec_seek, dec_start, dec_terminate, enc_bin, enc_bypass,
                      enc_bypass_bits, enc_finish, enc_start)
 from .binarization cimport (BinWriter, CostProbe, LevelBounds, decode_level,
                             encode_level)
@@ -449,20 +451,21 @@ cdef class PayloadEncoder:
 # ----------------------------------------------------------------------------- decoder side
 
 cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
-                     const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
-                     int32_t* out, int32_t* transmitted, long long* entry_points,
-                     Py_ssize_t* bad_index) noexcept nogil:
-    """Decode the levels of one tensor into ``out`` (reconstruction integers) and, if not
-    NULL, ``transmitted`` (the coded levels k); ``entry_points`` (3 per block row) may be NULL."""
+                     const uint8_t* skip, const Segment* segs, Py_ssize_t seg_begin,
+                     Py_ssize_t seg_end, int state, int32_t* out, int32_t* transmitted,
+                     long long* entry_points, Py_ssize_t* bad_index) noexcept nogil:
+    """Decode segments ``[seg_begin, seg_end)`` of one tensor, starting in DQ ``state``,
+    into ``out`` (reconstruction integers) and, if not NULL, ``transmitted`` (the coded
+    levels k). ``entry_points`` (3 values per block row) records where block rows start."""
     cdef Py_ssize_t si, p, end, c
-    cdef int state = 0, block_row = 0
+    cdef int block_row = 0
     cdef long long k, r, previous = 0, base = 0
     cdef bint hd
     if entry_points != NULL:
         entry_points[0] = dec_bit_position(d)
         entry_points[1] = d.value >> 7
-        entry_points[2] = 0
-    for si in range(nseg):
+        entry_points[2] = state
+    for si in range(seg_begin, seg_end):
         if row_is_skipped(t, skip, segs[si].row):
             if t.dq:
                 state = t.skip_state[state]
@@ -502,6 +505,51 @@ cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
     return DEC_OK
 
 
+cdef class _BlockRowJobs:
+    """Block rows of one tensor split into chunks that decode independently (§9.3).
+
+    Chunk 0 continues from the sequential decoder's state; every other chunk starts at
+    its entry point. The last chunk runs on the caller's decoder so that decoding can go
+    on after the tensor. ``run(i)`` releases the GIL, so a thread pool decodes on all cores.
+    """
+    cdef const TensorCoding* t
+    cdef const ContextModel* initial_ctx
+    cdef const uint8_t* skip
+    cdef const Segment* segs
+    cdef int32_t* out
+    cdef int32_t* transmitted
+    cdef ArithDecoder* decoders        # one per chunk; the last points to the caller's
+    cdef ArithDecoder* caller
+    cdef Py_ssize_t* seg_bounds        # chunk i covers segments [seg_bounds[i], seg_bounds[i+1])
+    cdef int* states
+    cdef int* status
+    cdef Py_ssize_t* bad
+    cdef int count
+
+    def __dealloc__(self):
+        free(self.decoders)
+        free(self.seg_bounds)
+        free(self.states)
+        free(self.status)
+        free(self.bad)
+
+    def run(self, int i):
+        cdef ContextModel* ctx = <ContextModel*>malloc(sizeof(ContextModel) * self.t.layout.count)
+        cdef ArithDecoder* d = self.caller if i == self.count - 1 else &self.decoders[i]
+        cdef Py_ssize_t c
+        if ctx == NULL:
+            raise MemoryError()
+        with nogil:
+            for c in range(self.t.layout.count):
+                ctx[c] = self.initial_ctx[c]
+            if i == self.count - 1:
+                self.caller[0] = self.decoders[i]
+            self.status[i] = decode_scan(self.t, d, ctx, self.skip, self.segs, self.seg_bounds[i],
+                                         self.seg_bounds[i + 1], self.states[i], self.out,
+                                         self.transmitted, NULL, &self.bad[i])
+        free(ctx)
+
+
 cdef class PayloadDecoder:
     """Reads one NDU payload: bypass fields and tensors, then ``finish()``."""
     cdef ArithDecoder decoder
@@ -531,7 +579,8 @@ cdef class PayloadDecoder:
                       int scan_order=0, int profile=1, bint parent_present=False,
                       int cb_size=0, int cb_zero=0, tca_base=None, history=None,
                       bint entry_points=False, bint transmitted=False,
-                      Py_ssize_t max_elements=DEFAULT_MAX_ELEMENTS):
+                      Py_ssize_t max_elements=DEFAULT_MAX_ELEMENTS, entry_points_in=None,
+                      int threads=1):
         """Decode one tensor; returns ``(r, info)`` with the reconstruction integers
         (int32, raster order) and a dict of the tensor-level flags (``hdsp``,
         ``row_skip``) and, if asked, the ``entry_points`` as (offset, value, dq_state) and
@@ -539,6 +588,9 @@ cdef class PayloadDecoder:
 
         Nothing proportional to the tensor size is allocated before the header's claim is
         checked against ``max_elements`` and against what the payload can hold.
+
+        With the header's ``entry_points_in`` (offset, value, dq_state) of a block-scanned
+        tensor and ``threads > 1``, block rows decode in parallel; the result is identical.
         """
         cdef TensorCoding t
         cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, bad = 0, coded_rows
@@ -629,9 +681,13 @@ cdef class PayloadDecoder:
                     raise MemoryError()
             if t.num_block_rows > 1:
                 self.decoder.range = 256
-            if t.cb_size != 1:
+            if t.cb_size != 1 and threads > 1 and t.num_block_rows > 1 and entry_points_in:
+                status, bad = self._decode_parallel(&t, ctx, skip, segs, nseg, op, kp,
+                                                    entry_points_in, threads)
+            elif t.cb_size != 1:
                 with nogil:
-                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, nseg, op, kp, points, &bad)
+                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, 0, nseg, 0, op, kp,
+                                         points, &bad)
             if status == DEC_PAST_END:
                 raise DecodeError(f"payload ends inside the levels, at element {bad} of {n} "
                                   f"(payload is {self.decoder.size} bytes)")
@@ -652,6 +708,51 @@ cdef class PayloadDecoder:
             free(list_present)
             free(segs)
             free(points)
+
+    cdef tuple _decode_parallel(self, const TensorCoding* t, const ContextModel* ctx,
+                                const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
+                                int32_t* out, int32_t* transmitted, entry_points_in, int threads):
+        cdef _BlockRowJobs jobs = _BlockRowJobs()
+        cdef int chunks = min(threads, t.num_block_rows)
+        cdef int i, j, block_row
+        cdef Py_ssize_t si
+        cdef long long position = dec_bit_position(&self.decoder)
+        if len(entry_points_in) != t.num_block_rows - 1:
+            raise DecodeError(f"{len(entry_points_in)} entry points for {t.num_block_rows} block rows")
+        starts = [(position, self.decoder.value >> 7, 0)]
+        for offset, value, state in entry_points_in:
+            position += offset
+            starts.append((position, value, state))
+        first_seg = [0]
+        for si in range(nseg):
+            if segs[si].ends_block_row:
+                first_seg.append(si + 1)
+        first_seg.append(nseg)
+        jobs.t, jobs.initial_ctx, jobs.skip, jobs.segs = t, ctx, skip, segs
+        jobs.out, jobs.transmitted, jobs.caller, jobs.count = out, transmitted, &self.decoder, chunks
+        jobs.decoders = <ArithDecoder*>calloc(chunks, sizeof(ArithDecoder))
+        jobs.seg_bounds = <Py_ssize_t*>calloc(chunks + 1, sizeof(Py_ssize_t))
+        jobs.states = <int*>calloc(chunks, sizeof(int))
+        jobs.status = <int*>calloc(chunks, sizeof(int))
+        jobs.bad = <Py_ssize_t*>calloc(chunks, sizeof(Py_ssize_t))
+        if not (jobs.decoders and jobs.seg_bounds and jobs.states and jobs.status and jobs.bad):
+            raise MemoryError()
+        for i in range(chunks):
+            block_row = i * t.num_block_rows // chunks
+            jobs.seg_bounds[i] = first_seg[block_row]
+            jobs.decoders[i] = self.decoder
+            if block_row > 0:
+                position, value, state = starts[block_row]
+                if not 0 <= state < 8 or dec_seek(&jobs.decoders[i], position, value) != 0:
+                    raise DecodeError(f"entry point of block row {block_row} lies outside the payload")
+                jobs.states[i] = state
+        jobs.seg_bounds[chunks] = nseg
+        with ThreadPoolExecutor(max_workers=chunks) as pool:
+            list(pool.map(jobs.run, range(chunks)))
+        for i in range(chunks):
+            if jobs.status[i] != DEC_OK:
+                return jobs.status[i], jobs.bad[i]
+        return DEC_OK, 0
 
     def finish(self):
         """Read the terminating bin and check that the payload was consumed exactly."""
