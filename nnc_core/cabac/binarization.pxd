@@ -4,13 +4,14 @@
 ``sig_flag``, ``sign_flag``, up to G greater-than flags, then an Exp-Golomb-0 remainder
 with a context-coded unary prefix. With a codebook (profile 1) the binarization is
 truncated at the codebook bounds. The encoder side writes into a *bin sink*: either the
-arithmetic encoder, or the cost probe of the param_opt pre-pass, which prices every bin
-under all nine parameter sets. Both share this one binarization.
+arithmetic encoder, or the recorder of the param_opt pre-pass, which logs every bin per
+context for pricing under all nine parameter sets. Both share this one binarization.
 """
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bypass_bits, enc_bin,
                      enc_bypass_bits)
-from .contexts cimport MAX_PREFIX_BINS, NUM_PARAM_SETS, ContextLayout, gt_context
-from .model cimport ContextModel, model_cost, model_update
+from .contexts cimport MAX_PREFIX_BINS, ContextLayout, gt_context
+from .model cimport ContextModel
+from .pricing cimport BinLog, log_bin
 
 
 ctypedef struct LevelBounds:
@@ -24,30 +25,25 @@ ctypedef struct BinWriter:          # real coding
     ContextModel* ctx
 
 
-ctypedef struct CostProbe:          # param_opt pre-pass
-    ContextModel* shadow            # NUM_PARAM_SETS shadow models per context
-    long long* cost                 # NUM_PARAM_SETS accumulated costs per context
+ctypedef struct BinRecorder:        # param_opt pre-pass
+    BinLog* logs                    # one per context
+    int failed                      # a log could not grow
+
 
 ctypedef BinWriter* BinWriterPtr
-ctypedef CostProbe* CostProbePtr
+ctypedef BinRecorder* BinRecorderPtr
 
 ctypedef fused BinSink:
     BinWriterPtr
-    CostProbePtr
+    BinRecorderPtr
 
 
 cdef inline void sink_bin(BinSink sink, int c, int bin) noexcept nogil:
-    cdef int e
-    cdef ContextModel* models
-    cdef long long* cost
     if BinSink is BinWriterPtr:
         enc_bin(sink.coder, &sink.ctx[c], bin)
     else:
-        models = &sink.shadow[NUM_PARAM_SETS * c]
-        cost = &sink.cost[NUM_PARAM_SETS * c]
-        for e in range(NUM_PARAM_SETS):
-            cost[e] += model_cost(&models[e], bin)
-            model_update(&models[e], bin)
+        if log_bin(&sink.logs[c], bin):
+            sink.failed = 1
 
 
 cdef inline void sink_bypass_bits(BinSink sink, unsigned long long value, int nbits) noexcept nogil:

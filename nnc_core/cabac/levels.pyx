@@ -23,13 +23,15 @@ from nnc_core.errors import DecodeError
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bit_position, dec_bypass,
                      dec_bypass_bits, dec_seek, dec_start, dec_terminate, enc_bin, enc_bypass,
                      enc_bypass_bits, enc_finish, enc_start)
-from .binarization cimport (BinWriter, CostProbe, LevelBounds, decode_level,
+from .binarization cimport (BinRecorder, BinWriter, LevelBounds, decode_level,
                             encode_level)
 from .contexts cimport (NUM_PARAM_SETS, ContextLayout, layout_init, sig_context,
                         sign_context)
 from .model cimport ContextModel, dq_next_state, model_init, model_reset
+from .pricing cimport BinLog, nnc_init_transition_tables, price_log
 
 cnp.import_array()
+nnc_init_transition_tables()
 
 cdef long long UNBOUNDED = 1LL << 62
 cdef long long INT32_MAX = 2147483647
@@ -228,21 +230,21 @@ cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_
     neighbour across block rows -- exactly what makes the choices match other encoders.
     """
     cdef Py_ssize_t count = t.layout.count
-    cdef CostProbe probe
+    cdef BinRecorder recorder
     cdef LevelBounds open_bounds
-    cdef Py_ssize_t si, p, end, c
-    cdef int e, best, state = 0
-    cdef long long value, previous = 0, base = 0, cost, best_cost
+    cdef Py_ssize_t si, p, end, c, num_resets = 0
+    cdef int e, best, state = 0, status = 0
+    cdef long long value, previous = 0, base = 0, best_cost
+    cdef long long cost[NUM_PARAM_SETS]
     cdef bint hd
-    probe.shadow = <ContextModel*>malloc(sizeof(ContextModel) * count * NUM_PARAM_SETS)
-    probe.cost = <long long*>calloc(count * NUM_PARAM_SETS, sizeof(long long))
-    if probe.shadow == NULL or probe.cost == NULL:
-        free(probe.shadow)
-        free(probe.cost)
+    # bin counts of every context at each block-row boundary
+    cdef Py_ssize_t* resets = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * count * t.num_block_rows)
+    recorder.logs = <BinLog*>calloc(count, sizeof(BinLog))
+    recorder.failed = 0
+    if resets == NULL or recorder.logs == NULL:
+        free(resets)
+        free(recorder.logs)
         return -1
-    for c in range(count):
-        for e in range(NUM_PARAM_SETS):
-            model_init(&probe.shadow[NUM_PARAM_SETS * c + e], e)
     open_bounds.max_pos = UNBOUNDED
     open_bounds.max_neg = UNBOUNDED
     open_bounds.sign_coded = True
@@ -257,31 +259,49 @@ cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_
                 if t.tca_base != NULL:
                     base = t.tca_base[p]
                 hd = t.hdsp and t.history[p]
-                encode_level(&probe, &t.layout, value, sig_context(state, previous, base, hd),
+                encode_level(&recorder, &t.layout, value, sig_context(state, previous, base, hd),
                              sign_context(previous, base), base, &open_bounds)
                 if t.dq:
                     state = dq_next_state(state, dq_transmitted(value, state))
                 previous = value
         if segs[si].ends_block_row:
-            for c in range(count * NUM_PARAM_SETS):
-                model_reset(&probe.shadow[c])
+            for c in range(count):
+                resets[num_resets * count + c] = recorder.logs[c].count
+            num_resets += 1
+    if recorder.failed:
+        status = -1
     for c in range(count):
-        best = 0
-        best_cost = probe.cost[NUM_PARAM_SETS * c]
-        for e in range(1, NUM_PARAM_SETS):
-            cost = probe.cost[NUM_PARAM_SETS * c + e] + PARAM_SET_PENALTY
-            if cost < best_cost:
-                best = e
-                best_cost = cost
-        chosen[c] = <uint8_t>best
-    free(probe.shadow)
-    free(probe.cost)
-    return 0
+        if status == 0:
+            for e in range(NUM_PARAM_SETS):
+                cost[e] = 0
+            price_log(&recorder.logs[c], &resets[c], num_resets, count, cost)
+            best = 0
+            best_cost = cost[0]
+            for e in range(1, NUM_PARAM_SETS):
+                if cost[e] + PARAM_SET_PENALTY < best_cost:
+                    best = e
+                    best_cost = cost[e] + PARAM_SET_PENALTY
+            chosen[c] = <uint8_t>best
+        free(recorder.logs[c].words)
+    free(recorder.logs)
+    free(resets)
+    return status
 
 
-cdef void encode_scan(const TensorCoding* t, BinWriter* w, const int32_t* r,
-                      const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
-                      int32_t* decoded) noexcept nogil:
+cdef void encode_scan(const TensorCoding* t, ArithEncoder* coder, ContextModel* ctx,
+                      const int32_t* r, const uint8_t* skip, const Segment* segs,
+                      Py_ssize_t nseg, int32_t* decoded) noexcept nogil:
+    cdef ArithEncoder local = coder[0]    # a private copy stays in registers
+    cdef BinWriter writer
+    writer.coder = &local
+    writer.ctx = ctx
+    encode_segments(t, &writer, r, skip, segs, nseg, decoded)
+    coder[0] = local
+
+
+cdef inline void encode_segments(const TensorCoding* t, BinWriter* w, const int32_t* r,
+                                 const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
+                                 int32_t* decoded) noexcept nogil:
     cdef Py_ssize_t si, p, end, c
     cdef int state = 0
     cdef long long k, previous = 0, base = 0
@@ -347,7 +367,6 @@ cdef class PayloadEncoder:
         cdef const uint8_t[::1] hist_v
         cdef TensorCoding t
         cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, x
-        cdef BinWriter writer
         cdef Segment* segs = NULL
         cdef int* list_ctx = NULL
         cdef bint* list_present = NULL
@@ -422,9 +441,7 @@ cdef class PayloadEncoder:
                 if t.num_block_rows > 1:
                     self.coder.range = 256
                 if t.cb_size != 1:
-                    writer.coder = &self.coder
-                    writer.ctx = ctx
-                    encode_scan(&t, &writer, rp, skip, segs, nseg, dp)
+                    encode_scan(&t, &self.coder, ctx, rp, skip, segs, nseg, dp)
             if self.coder.failed:
                 raise MemoryError("arithmetic coder output buffer")
         finally:
@@ -457,6 +474,17 @@ cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
     """Decode segments ``[seg_begin, seg_end)`` of one tensor, starting in DQ ``state``,
     into ``out`` (reconstruction integers) and, if not NULL, ``transmitted`` (the coded
     levels k). ``entry_points`` (3 values per block row) records where block rows start."""
+    cdef ArithDecoder local = d[0]     # a private copy stays in registers
+    cdef int status = decode_segments(t, &local, ctx, skip, segs, seg_begin, seg_end, state,
+                                      out, transmitted, entry_points, bad_index)
+    d[0] = local
+    return status
+
+
+cdef inline int decode_segments(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
+                                const uint8_t* skip, const Segment* segs, Py_ssize_t seg_begin,
+                                Py_ssize_t seg_end, int state, int32_t* out, int32_t* transmitted,
+                                long long* entry_points, Py_ssize_t* bad_index) noexcept nogil:
     cdef Py_ssize_t si, p, end, c
     cdef int block_row = 0
     cdef long long k, r, previous = 0, base = 0

@@ -20,7 +20,7 @@ cdef extern from "tables.h" nogil:
 
 ctypedef struct ContextModel:
     int16_t p            # combined state 16*s0 + s1; its sign is the MPS
-    int8_t s0            # fast estimate
+    int16_t s0           # fast estimate (fits 8 bits; 16 keep stores from aliasing the coder)
     uint8_t shift_fast
     uint8_t shift_slow
     uint8_t param_set    # index e of the parameter set it was initialised with
@@ -59,7 +59,7 @@ cdef inline void model_update(ContextModel* m, int bin) noexcept nogil:
     else:
         s0 -= NNC_STEP[16 + ((-s0) >> 3)] >> m.shift_fast
         s1 -= NNC_STEP[16 + ((-s1) >> 7)] >> m.shift_slow
-    m.s0 = <int8_t>s0
+    m.s0 = <int16_t>s0
     m.p = <int16_t>(s1 + 16 * s0)
 
 

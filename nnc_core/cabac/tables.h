@@ -187,4 +187,26 @@ static const int32_t NNC_COST1[1024] = {
     352, 349, 346, 344, 341, 338, 335, 332, 329, 326, 324, 321, 318, 316, 313, 310,
 };
 
+/* Next-state tables of the two estimators (derived from NNC_STEP at start-up by
+ * nnc_init_transition_tables): fast estimate s0 in [-123, 123] by fast shift 4..7,
+ * slow estimate s1 in [-1923, 1923] by slow shift 4..6, for a coded 0 or 1. */
+#define NNC_S0_OFFSET 128
+#define NNC_S1_OFFSET 2048
+static int16_t NNC_NEXT_S0[8][2][256];
+static int16_t NNC_NEXT_S1[7][2][4096];
+
+static void nnc_init_transition_tables(void)
+{
+    for (int shift = 4; shift < 8; shift++)
+        for (int v = -NNC_S0_OFFSET; v < NNC_S0_OFFSET; v++) {
+            NNC_NEXT_S0[shift][1][v + NNC_S0_OFFSET] = (int16_t)(v + (NNC_STEP[16 + (v >> 3)] >> shift));
+            NNC_NEXT_S0[shift][0][v + NNC_S0_OFFSET] = (int16_t)(v - (NNC_STEP[16 + ((-v) >> 3)] >> shift));
+        }
+    for (int shift = 4; shift < 7; shift++)
+        for (int v = -NNC_S1_OFFSET; v < NNC_S1_OFFSET; v++) {
+            NNC_NEXT_S1[shift][1][v + NNC_S1_OFFSET] = (int16_t)(v + (NNC_STEP[16 + (v >> 7)] >> shift));
+            NNC_NEXT_S1[shift][0][v + NNC_S1_OFFSET] = (int16_t)(v - (NNC_STEP[16 + ((-v) >> 7)] >> shift));
+        }
+}
+
 #endif
