@@ -405,22 +405,28 @@ def test_block_rows_decode_in_parallel_from_entry_points(scan_order, use_dq, row
         np.testing.assert_array_equal(decode(bs, threads=threads), recon)
 
 
-def test_corrupted_entry_point_never_crashes():
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_wrong_entry_points_are_detected_whatever_the_thread_count(threads):
+    """Entry points are decoder states; one that does not match the payload is an error
+    for sequential and parallel decoders alike, so results never depend on threads."""
     import dataclasses
 
     from nnc_core.bitstream import EntryPoint, UnitType, encode_ndu, parse_stream
     bs = encode(gaussian((200, 40)), scan_order=1)
     units = parse_stream(bs)
     ndu, mps = units[-1], next(u.content for u in units if u.type == UnitType.MPS)
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        points = [EntryPoint(int(rng.integers(0, 4000)), int(rng.integers(0, 256)),
-                             int(rng.integers(0, 8))) for _ in ndu.content.entry_points]
+    rng = np.random.default_rng(threads)
+    for _ in range(30):
+        points = list(ndu.content.entry_points)
+        j = int(rng.integers(0, len(points)))
+        good = points[j]
+        points[j] = EntryPoint(good.bit_offset + int(rng.integers(-40, 40)) or 1,
+                               int(rng.integers(0, 256)), int(rng.integers(0, 8)))
+        if points[j] == good:
+            continue
         forged = dataclasses.replace(ndu.content, entry_points=points)
-        try:
-            decode(bs[:ndu.offset] + encode_ndu(forged, bytes(ndu.payload), mps), threads=4)
-        except DecodeError:
-            pass
+        with pytest.raises(DecodeError):
+            decode(bs[:ndu.offset] + encode_ndu(forged, bytes(ndu.payload), mps), threads=threads)
 
 
 def test_several_tensors_decode_concurrently():

@@ -469,11 +469,12 @@ cdef class PayloadEncoder:
 
 cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
                      const uint8_t* skip, const Segment* segs, Py_ssize_t seg_begin,
-                     Py_ssize_t seg_end, int state, int32_t* out, int32_t* transmitted,
+                     Py_ssize_t seg_end, int* state, int32_t* out, int32_t* transmitted,
                      long long* entry_points, Py_ssize_t* bad_index) noexcept nogil:
-    """Decode segments ``[seg_begin, seg_end)`` of one tensor, starting in DQ ``state``,
-    into ``out`` (reconstruction integers) and, if not NULL, ``transmitted`` (the coded
-    levels k). ``entry_points`` (3 values per block row) records where block rows start."""
+    """Decode segments ``[seg_begin, seg_end)`` of one tensor, starting and ending in DQ
+    state ``state[0]``, into ``out`` (reconstruction integers) and, if not NULL,
+    ``transmitted`` (the coded levels k). ``entry_points`` (3 values per block row)
+    records where block rows start."""
     cdef ArithDecoder local = d[0]     # a private copy stays in registers
     cdef int status = decode_segments(t, &local, ctx, skip, segs, seg_begin, seg_end, state,
                                       out, transmitted, entry_points, bad_index)
@@ -483,10 +484,11 @@ cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
 
 cdef inline int decode_segments(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
                                 const uint8_t* skip, const Segment* segs, Py_ssize_t seg_begin,
-                                Py_ssize_t seg_end, int state, int32_t* out, int32_t* transmitted,
-                                long long* entry_points, Py_ssize_t* bad_index) noexcept nogil:
+                                Py_ssize_t seg_end, int* state_io, int32_t* out,
+                                int32_t* transmitted, long long* entry_points,
+                                Py_ssize_t* bad_index) noexcept nogil:
     cdef Py_ssize_t si, p, end, c
-    cdef int block_row = 0
+    cdef int block_row = 0, state = state_io[0]
     cdef long long k, r, previous = 0, base = 0
     cdef bint hd
     if entry_points != NULL:
@@ -530,7 +532,18 @@ cdef inline int decode_segments(const TensorCoding* t, ArithDecoder* d, ContextM
                 entry_points[3 * block_row] = dec_bit_position(d)
                 entry_points[3 * block_row + 1] = d.value >> 7
                 entry_points[3 * block_row + 2] = state
+    state_io[0] = state
     return DEC_OK
+
+
+def check_entry_points(starts, passed, bint dq):
+    """Entry points are decoder states (§9.3): ``starts[b]`` from the header must equal the
+    (bit position, value >> 7, DQ state) ``passed[b]`` the decoder had at block row b."""
+    for block_row, (position, value, state) in sorted(passed.items()):
+        expected = starts[block_row]
+        if (position, value, state if dq else 0) != (expected[0], expected[1],
+                                                    expected[2] if dq else 0):
+            raise DecodeError(f"entry point of block row {block_row} does not match the payload")
 
 
 cdef class _BlockRowJobs:
@@ -549,7 +562,9 @@ cdef class _BlockRowJobs:
     cdef ArithDecoder* decoders        # one per chunk; the last points to the caller's
     cdef ArithDecoder* caller
     cdef Py_ssize_t* seg_bounds        # chunk i covers segments [seg_bounds[i], seg_bounds[i+1])
-    cdef int* states
+    cdef int* states                   # DQ state of each chunk: at its start, then at its end
+    cdef long long* points             # block-row starts each chunk passed (3 values each)
+    cdef Py_ssize_t* point_offsets     # where chunk i records them in ``points``
     cdef int* status
     cdef Py_ssize_t* bad
     cdef int count
@@ -558,6 +573,8 @@ cdef class _BlockRowJobs:
         free(self.decoders)
         free(self.seg_bounds)
         free(self.states)
+        free(self.points)
+        free(self.point_offsets)
         free(self.status)
         free(self.bad)
 
@@ -573,8 +590,9 @@ cdef class _BlockRowJobs:
             if i == self.count - 1:
                 self.caller[0] = self.decoders[i]
             self.status[i] = decode_scan(self.t, d, ctx, self.skip, self.segs, self.seg_bounds[i],
-                                         self.seg_bounds[i + 1], self.states[i], self.out,
-                                         self.transmitted, NULL, &self.bad[i])
+                                         self.seg_bounds[i + 1], &self.states[i], self.out,
+                                         self.transmitted, &self.points[self.point_offsets[i]],
+                                         &self.bad[i])
         free(ctx)
 
 
@@ -634,7 +652,7 @@ cdef class PayloadDecoder:
         cdef uint8_t* skip = NULL
         cdef ContextModel* ctx = NULL
         cdef long long* points = NULL
-        cdef int e, status = DEC_OK
+        cdef int e, status = DEC_OK, final_state = 0
         cdef bint hdsp_flag = False
         configure(&t, rows, cols, dq, num_gt, scan_order, profile, parent_present, cb_size, cb_zero)
         if n > max_elements:
@@ -709,13 +727,30 @@ cdef class PayloadDecoder:
                     raise MemoryError()
             if t.num_block_rows > 1:
                 self.decoder.range = 256
-            if t.cb_size != 1 and threads > 1 and t.num_block_rows > 1 and entry_points_in:
+            check_points = bool(entry_points_in) and t.num_block_rows > 1 and t.cb_size != 1
+            if check_points and len(entry_points_in) != t.num_block_rows - 1:
+                raise DecodeError(f"{len(entry_points_in)} entry points for "
+                                  f"{t.num_block_rows} block rows")
+            if check_points and not entry_points:
+                points = <long long*>malloc(sizeof(long long) * 3 * t.num_block_rows)
+                if points == NULL:
+                    raise MemoryError()
+            if check_points and threads > 1:
                 status, bad = self._decode_parallel(&t, ctx, skip, segs, nseg, op, kp,
                                                     entry_points_in, threads)
             elif t.cb_size != 1:
                 with nogil:
-                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, 0, nseg, 0, op, kp,
-                                         points, &bad)
+                    status = decode_scan(&t, &self.decoder, ctx, skip, segs, 0, nseg, &final_state,
+                                         op, kp, points, &bad)
+                if status == DEC_OK and check_points:
+                    # the decoder passed every block-row start: the header must agree
+                    position = points[0]
+                    starts = [(position, points[1], 0)]
+                    for offset, value, state in entry_points_in:
+                        position += offset
+                        starts.append((position, value, state))
+                    check_entry_points(starts, {b: (points[3 * b], points[3 * b + 1], points[3 * b + 2])
+                                                for b in range(1, t.num_block_rows)}, dq)
             if status == DEC_PAST_END:
                 raise DecodeError(f"payload ends inside the levels, at element {bad} of {n} "
                                   f"(payload is {self.decoder.size} bytes)")
@@ -745,8 +780,6 @@ cdef class PayloadDecoder:
         cdef int i, j, block_row
         cdef Py_ssize_t si
         cdef long long position = dec_bit_position(&self.decoder)
-        if len(entry_points_in) != t.num_block_rows - 1:
-            raise DecodeError(f"{len(entry_points_in)} entry points for {t.num_block_rows} block rows")
         starts = [(position, self.decoder.value >> 7, 0)]
         for offset, value, state in entry_points_in:
             position += offset
@@ -761,13 +794,18 @@ cdef class PayloadDecoder:
         jobs.decoders = <ArithDecoder*>calloc(chunks, sizeof(ArithDecoder))
         jobs.seg_bounds = <Py_ssize_t*>calloc(chunks + 1, sizeof(Py_ssize_t))
         jobs.states = <int*>calloc(chunks, sizeof(int))
+        jobs.points = <long long*>calloc(3 * (t.num_block_rows + chunks), sizeof(long long))
+        jobs.point_offsets = <Py_ssize_t*>calloc(chunks, sizeof(Py_ssize_t))
         jobs.status = <int*>calloc(chunks, sizeof(int))
         jobs.bad = <Py_ssize_t*>calloc(chunks, sizeof(Py_ssize_t))
-        if not (jobs.decoders and jobs.seg_bounds and jobs.states and jobs.status and jobs.bad):
+        if not (jobs.decoders and jobs.seg_bounds and jobs.states and jobs.points
+                and jobs.point_offsets and jobs.status and jobs.bad):
             raise MemoryError()
+        first_rows = [i * t.num_block_rows // chunks for i in range(chunks)]
         for i in range(chunks):
-            block_row = i * t.num_block_rows // chunks
+            block_row = first_rows[i]
             jobs.seg_bounds[i] = first_seg[block_row]
+            jobs.point_offsets[i] = 3 * (block_row + i)
             jobs.decoders[i] = self.decoder
             if block_row > 0:
                 position, value, state = starts[block_row]
@@ -780,6 +818,14 @@ cdef class PayloadDecoder:
         for i in range(chunks):
             if jobs.status[i] != DEC_OK:
                 return jobs.status[i], jobs.bad[i]
+        # every block-row start some chunk decoded through must agree with the header
+        first_rows.append(t.num_block_rows)
+        passed = {}
+        for i in range(chunks):
+            for k in range(1, first_rows[i + 1] - first_rows[i] + (i < chunks - 1)):
+                o = jobs.point_offsets[i] + 3 * k
+                passed[first_rows[i] + k] = (jobs.points[o], jobs.points[o + 1], jobs.points[o + 2])
+        check_entry_points(starts, passed, t.dq)
         return DEC_OK, 0
 
     def finish(self):
