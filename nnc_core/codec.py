@@ -188,7 +188,7 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
         if unit.type != UnitType.NDU:
             continue
         header: NDUHeader = unit.content
-        where = f"unit {unit.index} (NDU '{', '.join(header.names)}', byte {unit.offset})"
+        where = f"unit {unit.index} (NDU '{_tensor_name(header)}', byte {unit.offset})"
         if header.payload_type not in (PayloadType.INT, PayloadType.FLOAT):
             raise DecodeError(f"{where}: payload type {PayloadType(header.payload_type).name} "
                               "is not supported by the tensor decoder")
@@ -209,13 +209,30 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
         return list(pool.map(run, jobs))
 
 
+def _tensor_name(header: NDUHeader) -> str:
+    """The tensor's id: its name, or "#index" when the MPS uses topology-indexed references."""
+    if header.names:
+        return header.names[0]
+    return f"#{header.element_indices[0]}" if header.element_indices else ""
+
+
+def _check_codebook_indices(levels: np.ndarray, codebook: Codebook) -> None:
+    """The level bounds of a codebook hold for the coded levels; with dependent quantization
+    the reconstructed integers are about twice as large and may leave the codebook."""
+    lo, hi = -codebook.zero_offset, codebook.size - 1 - codebook.zero_offset
+    if levels.size and (levels.min() < lo or levels.max() > hi):
+        bad = int(np.flatnonzero((levels < lo) | (levels > hi))[0])
+        raise DecodeError(f"codebook index {int(levels[bad]) + codebook.zero_offset} at element "
+                          f"{bad} is outside the codebook of {codebook.size} entries")
+
+
 def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
                 state: CodingState | None, transmitted: bool = False,
                 threads: int = 1) -> DecodedTensor:
     """Decode one NDU; ``quantization`` is the (qp_density, qp_base) in force."""
     qp_density, qp_base = quantization
     dims = tuple(header.dims)
-    name = header.names[0]
+    name = _tensor_name(header)
     size = int(np.prod(dims)) if dims else 0
     tca_base = history = None
     if header.temporal_context_modeling:
@@ -232,6 +249,11 @@ def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
         bits = 6 + qp_density
         raw = decoder.bypass_bits(bits)
         qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + qp_base
+        # The step is (k + (qp mod k)) * 2^((qp >> d) - d) < 2^((qp >> d) + 1); beyond 2^128
+        # it overflows float32 (no float32 tensor can need it).
+        if qp >> qp_density > 127:
+            raise DecodeError(f"qp {qp} (qp_density {qp_density}, qp base {qp_base}) gives a "
+                              "step size beyond the float32 range")
     codebook = header.codebook if header.payload_type == PayloadType.FLOAT else None
     rows, cols, args = _coding_args(
         dims, dq=bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT,
@@ -243,6 +265,8 @@ def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
                                          max_elements=MAX_ELEMENTS, entry_points_in=entry_points,
                                          threads=threads, **args)
     decoder.finish()
+    if codebook is not None:
+        _check_codebook_indices(levels, codebook)
     if state is not None:
         state.record(name, header.parameter_id, header.put_node_depth, levels)
     values = reconstruct(levels, dims, qp, qp_density, codebook)

@@ -59,6 +59,7 @@ class TensorOptions:
     # extensions beyond the reference tensor API
     scan_order: int = 0
     cabac_unary_length_minus1: int = 10
+    lambda_scale: float = 0.0        # > 0: rate-distortion optimised quantization
 
     def qp_for(self, name: str, is_weight: bool) -> int:
         if self.qp_per_tensor and name in self.qp_per_tensor:
@@ -99,6 +100,9 @@ def _validate(o: TensorOptions) -> None:
         raise ValueError("bitdepth and approx_method='codebook' cannot be combined")
     if not 0 <= o.scan_order <= 4:
         raise ValueError(f"scan_order must be in 0..4, got {o.scan_order}")
+    if isinstance(o.lambda_scale, bool) or not isinstance(o.lambda_scale, (int, float)) \
+            or not 0 <= o.lambda_scale < float("inf"):
+        raise ValueError(f"lambda_scale must be a finite number >= 0, got {o.lambda_scale!r}")
     if not 0 <= o.cabac_unary_length_minus1 <= 255:
         raise ValueError("cabac_unary_length_minus1 must be in 0..255")
     if not isinstance(o.tensor_id, str) or "\0" in o.tensor_id:

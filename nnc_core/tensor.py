@@ -24,6 +24,7 @@ from .incremental import CodingState
 from .options import TensorOptions, resolve_options
 from .quant.codebook import choose_codebook, trial_bytes
 from .quant.dependent import quantize_dependent
+from .quant.rdoq import quantize_rd
 from .quant.step import bitdepth_qp, overflow_safe_qp, step_size
 from .quant.uniform import quantize_uniform
 
@@ -135,6 +136,11 @@ def quantize_tensor(array: np.ndarray, opts: TensorOptions, name: str | None = N
         qp, lo, hi = bitdepth_qp(array, bits, opts.qp_density)
         clip = (lo, hi)
     qp, levels = _quantize(array, qp, opts, rows, cols, opts.use_dq)
+    if opts.lambda_scale > 0:
+        levels = quantize_rd(array, step_size(qp, opts.qp_density), levels, rows, cols,
+                             dq=opts.use_dq, lambda_scale=opts.lambda_scale,
+                             scan_order=opts.scan_order, row_skipping=opts.row_skipping,
+                             num_gt=opts.cabac_unary_length_minus1 + 1)
     if clip is not None:
         levels = np.clip(levels, *clip)
     tensor = QuantizedTensor(name, dims, levels.reshape(-1), qp, opts.use_dq,

@@ -23,8 +23,8 @@ from nnc_core.errors import DecodeError
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bit_position, dec_bypass,
                      dec_bypass_bits, dec_seek, dec_start, dec_terminate, enc_bin, enc_bypass,
                      enc_bypass_bits, enc_finish, enc_start)
-from .binarization cimport (BinRecorder, BinWriter, LevelBounds, decode_level,
-                            encode_level)
+from .binarization cimport (BinRecorder, BinSink, BinWriter, BinWriterPtr, LevelBounds,
+                            decode_level, encode_level)
 from .contexts cimport (NUM_PARAM_SETS, ContextLayout, layout_init, sig_context,
                         sign_context)
 from .model cimport ContextModel, dq_next_state, model_init, model_reset
@@ -299,7 +299,7 @@ cdef void encode_scan(const TensorCoding* t, ArithEncoder* coder, ContextModel* 
     coder[0] = local
 
 
-cdef inline void encode_segments(const TensorCoding* t, BinWriter* w, const int32_t* r,
+cdef inline void encode_segments(const TensorCoding* t, BinSink w, const int32_t* r,
                                  const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
                                  int32_t* decoded) noexcept nogil:
     cdef Py_ssize_t si, p, end, c
@@ -319,17 +319,71 @@ cdef inline void encode_segments(const TensorCoding* t, BinWriter* w, const int3
                 hd = t.hdsp and t.history[p]
                 encode_level(w, &t.layout, k, sig_context(state, previous, base, hd),
                              sign_context(previous, base), base, &t.bounds)
+                if decoded != NULL:
+                    decoded[p] = <int32_t>(dq_reconstruction(k, state) if t.dq else k)
                 if t.dq:
-                    decoded[p] = <int32_t>dq_reconstruction(k, state)
                     state = dq_next_state(state, k)
-                else:
-                    decoded[p] = <int32_t>k
                 previous = k
         if segs[si].ends_block_row:
-            for c in range(t.layout.count):
-                model_reset(&w.ctx[c])
+            if BinSink is BinWriterPtr:
+                for c in range(t.layout.count):
+                    model_reset(&w.ctx[c])
+                w.coder.range = 256
             previous = 0
-            w.coder.range = 256
+
+
+def bin_statistics(r, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int num_gt=11,
+                   int scan_order=0, bint row_skipping=True):
+    """How often each context codes a 0 and a 1 when the integers ``r`` are coded:
+    an int64 array of shape (2, contexts). Used to estimate bit costs for rate-distortion
+    optimised quantization."""
+    cdef const int32_t[::1] rv = np.ascontiguousarray(r, dtype=np.int32).reshape(-1)
+    cdef TensorCoding t
+    cdef BinRecorder recorder
+    cdef Segment* segs = NULL
+    cdef uint8_t* skip = NULL
+    cdef Py_ssize_t nseg = 0, y, x, c, i
+    if rv.shape[0] != rows * cols:
+        raise ValueError(f"expected {rows * cols} levels, got {rv.shape[0]}")
+    configure(&t, rows, cols, dq, num_gt, scan_order, 1, False, 0, 0)
+    t.row_skip = row_skipping and t.tensor_flags
+    counts = np.zeros((2, t.layout.count), dtype=np.int64)
+    cdef long long[:, ::1] cv = counts
+    recorder.logs = <BinLog*>calloc(t.layout.count, sizeof(BinLog))
+    recorder.failed = 0
+    skip = <uint8_t*>calloc(rows if rows > 0 else 1, 1)
+    try:
+        if recorder.logs == NULL or skip == NULL:
+            raise MemoryError()
+        if t.row_skip:
+            for y in range(rows):
+                skip[y] = 1
+                for x in range(cols):
+                    if rv[y * cols + x] != 0:
+                        skip[y] = 0
+                        break
+        segs = build_segments(&t, &nseg)
+        if segs == NULL:
+            raise MemoryError()
+        if rows * cols:
+            with nogil:
+                encode_segments(&t, &recorder, &rv[0], skip, segs, nseg, NULL)
+        if recorder.failed:
+            raise MemoryError()
+        for c in range(t.layout.count):
+            ones = 0
+            for i in range((recorder.logs[c].count + 63) // 64):
+                ones += int(recorder.logs[c].words[i]).bit_count()
+            cv[1, c] = ones
+            cv[0, c] = recorder.logs[c].count - ones
+    finally:
+        if recorder.logs != NULL:
+            for c in range(t.layout.count):
+                free(recorder.logs[c].words)
+        free(recorder.logs)
+        free(skip)
+        free(segs)
+    return counts
 
 
 cdef class PayloadEncoder:

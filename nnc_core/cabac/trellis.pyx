@@ -1,11 +1,15 @@
 # cython: language_level=3
-"""Dependent (trellis-coded) quantization: an 8-state Viterbi search (NNC format note §5.4-5.5).
+"""Dependent (trellis-coded) quantization: an 8-state Viterbi search (NNC format note §5.4-5.5),
+and rate-distortion optimised quantization for both quantizers.
 
 The two scalar quantizers Q0 (even reconstruction integers) and Q1 (odd ones, plus zero)
 are switched by the parity of the transmitted levels through the 8-state machine. For each
 value the search keeps four candidate indices around ``|x| / step`` plus zero, and for every
-state the cheapest path into it. Distortion is the squared error in units of the step; the
-rate term is left out (lambda = 0), which is what reproduces other NNC encoders exactly.
+state the cheapest path into it. Distortion is the squared error in units of the step.
+Without a rate model the rate term is left out (lambda = 0), which is what reproduces other
+NNC encoders exactly; with one, each branch also pays ``lam`` times its estimated bits
+(Lagrangian cost D + lam * R), the context of a branch being its DQ state and the last level
+on its survivor path.
 
 Memory is one byte per element and state (the surviving branch), not per-candidate levels:
 the level is recomputed from the input during trace-back.
@@ -13,7 +17,7 @@ the level is recomputed from the input during trace-back.
 import numpy as np
 cimport numpy as cnp
 from libc.float cimport DBL_MAX
-from libc.math cimport trunc
+from libc.math cimport log2, trunc
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 from .model cimport dq_next_state
@@ -81,13 +85,17 @@ cdef inline int64_t slot_level(int slot, int64_t first_index, int sign) noexcept
     return sign * ((q + 1) >> 1)
 
 
-def quantize_dependent(values, double step, order=None):
+def quantize_dependent(values, double step, order=None, rate=None, double lam=0.0):
     """Trellis-quantize ``values`` (any float dtype) with step size ``step``.
 
     ``order`` (int64 indices) gives the scan order the state machine runs along; default
     is the raster order. Returns the reconstruction integers r (int32, original layout),
     i.e. value ~ r * step with r even in even states and odd (or 0) in odd states.
+    With a ``rate`` model (see :class:`RateTables`) and ``lam > 0`` the search minimises
+    squared error (in steps) plus ``lam`` times the estimated bits.
     """
+    if rate is not None and lam > 0:
+        return _quantize_dependent_rd(values, step, order, rate, lam)
     cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
     cdef Py_ssize_t n = x.shape[0], i
     cdef const int64_t[::1] scan
@@ -150,4 +158,155 @@ def quantize_dependent(values, double step, order=None):
             else:
                 r = 2 * level + (state & 1)
             out[pos] = <int32_t>r
+    return result
+
+
+# ----------------------------------------------------------------------------- rate-distortion
+
+cdef class RateTables:
+    """Estimated bits of a transmitted level k given its context (DQ state s, neighbour
+    class n of the previous level), built by :func:`nnc_core.quant.rdoq.rate_model`.
+
+    ``sig[s, n, b]``: significance flag b; ``sign[n, negative]``; ``magnitude[negative, m]``
+    for |k| = m >= 1 (greater-than flags, remainder); beyond the table each further octave
+    costs two more bits, as Exp-Golomb does.
+    """
+    cdef double[:, :, ::1] sig
+    cdef double[:, ::1] sign
+    cdef double[:, ::1] magnitude
+    cdef Py_ssize_t largest
+
+    def __init__(self, sig, sign, magnitude):
+        self.sig = np.ascontiguousarray(sig, dtype=np.float64).reshape(8, 3, 2)
+        self.sign = np.ascontiguousarray(sign, dtype=np.float64).reshape(3, 2)
+        self.magnitude = np.ascontiguousarray(magnitude, dtype=np.float64)
+        if self.magnitude.shape[0] != 2 or self.magnitude.shape[1] < 2:
+            raise ValueError("magnitude table must have shape (2, M + 1) with M >= 1")
+        self.largest = self.magnitude.shape[1] - 1
+
+    cdef inline double bits(self, int state, int neighbour, int64_t level) noexcept nogil:
+        cdef int negative
+        cdef int64_t m
+        cdef double extra = 0.0
+        if level == 0:
+            return self.sig[state, neighbour, 0]
+        negative = level < 0
+        m = -level if negative else level
+        if m > self.largest:
+            extra = 2.0 * log2(<double>m / self.largest)
+            m = self.largest
+        return (self.sig[state, neighbour, 1] + self.sign[neighbour, negative]
+                + self.magnitude[negative, m] + extra)
+
+
+cdef inline int neighbour_of(int64_t level) noexcept nogil:
+    if level == 0:
+        return 0
+    return 1 if level < 0 else 2
+
+
+def _quantize_dependent_rd(values, double step, order, RateTables rate, double lam):
+    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    cdef Py_ssize_t n = x.shape[0], i, pos
+    cdef const int64_t[::1] scan
+    cdef bint use_order = order is not None
+    if use_order:
+        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
+        if scan.shape[0] != n:
+            raise ValueError("order must have one index per value")
+    if not step > 0:
+        raise ValueError(f"step size must be positive, got {step}")
+    result = np.zeros(n, dtype=np.int32)
+    if n == 0:
+        return result
+    cdef int32_t[::1] out = result
+    decisions_array = np.empty(n * 8, dtype=np.uint8)
+    cdef uint8_t[::1] decisions = decisions_array
+    cdef double qscale = 1.0 / step
+    cdef double cost[8]
+    cdef double new_cost[8]
+    cdef int neighbour[8]
+    cdef int new_neighbour[8]
+    cdef double dist[5]
+    cdef int64_t level[5]
+    cdef double c, best
+    cdef int64_t first_index, r, k
+    cdef int sign, t, b, best_branch, state, slot, prev
+    with nogil:
+        cost[0] = 0.0
+        for t in range(8):
+            neighbour[t] = 0
+            if t:
+                cost[t] = 0.5 * DBL_MAX
+        for i in range(n):
+            pos = scan[i] if use_order else i
+            candidates(x[pos], qscale, dist, &first_index, &sign)
+            for slot in range(5):
+                level[slot] = slot_level(slot, first_index, sign)
+            for t in range(8):
+                best_branch = -1
+                best = 0.0
+                for b in range(NUM_BRANCHES[t]):
+                    prev = BRANCHES[t][b].prev
+                    slot = BRANCHES[t][b].slot
+                    c = cost[prev] + dist[slot] + lam * rate.bits(prev, neighbour[prev], level[slot])
+                    if best_branch < 0 or c < best:
+                        best = c
+                        best_branch = b
+                new_cost[t] = best
+                new_neighbour[t] = neighbour_of(level[BRANCHES[t][best_branch].slot])
+                decisions[8 * i + t] = <uint8_t>((BRANCHES[t][best_branch].prev << 3)
+                                                 | BRANCHES[t][best_branch].slot)
+            for t in range(8):
+                cost[t] = new_cost[t]
+                neighbour[t] = new_neighbour[t]
+        state = 0
+        for t in range(1, 8):
+            if cost[t] < cost[state]:
+                state = t
+        for i in range(n - 1, -1, -1):
+            pos = scan[i] if use_order else i
+            slot = decisions[8 * i + state] & 7
+            state = decisions[8 * i + state] >> 3
+            candidates(x[pos], qscale, dist, &first_index, &sign)
+            k = slot_level(slot, first_index, sign)
+            r = 0 if k == 0 else (2 * k - (state & 1) if k > 0 else 2 * k + (state & 1))
+            out[pos] = <int32_t>r
+    return result
+
+
+def quantize_uniform_rd(values, double step, RateTables rate, double lam, order=None):
+    """Uniform quantization choosing, per value, among zero and the two nearest levels the
+    one with the least squared error (in steps) plus ``lam`` times its estimated bits; the
+    context is the level chosen just before in coding ``order`` (default raster order)."""
+    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    cdef Py_ssize_t n = x.shape[0], i, pos
+    cdef const int64_t[::1] scan
+    cdef bint use_order = order is not None
+    if use_order:
+        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
+        if scan.shape[0] != n:
+            raise ValueError("order must have one index per value")
+    if not step > 0:
+        raise ValueError(f"step size must be positive, got {step}")
+    result = np.zeros(n, dtype=np.int32)
+    cdef int32_t[::1] out = result
+    cdef double a, c, best
+    cdef int64_t lo, m, best_level
+    cdef int sign, neighbour = 0
+    with nogil:
+        for i in range(n):
+            pos = scan[i] if use_order else i
+            sign = -1 if x[pos] < 0 else 1
+            a = x[pos] * sign / step
+            best_level = 0
+            best = a * a + lam * rate.bits(0, neighbour, 0)
+            lo = <int64_t>trunc(a)
+            for m in range(lo if lo > 1 else 1, lo + 2):
+                c = (a - m) * (a - m) + lam * rate.bits(0, neighbour, sign * m)
+                if c < best:
+                    best = c
+                    best_level = sign * m
+            out[pos] = <int32_t>best_level
+            neighbour = neighbour_of(best_level)
     return result
