@@ -171,7 +171,7 @@ def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
 
 
 def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bool = False,
-                  threads: int | None = None) -> list[DecodedTensor]:
+                  threads: int | None = None, max_elements: int | None = None) -> list[DecodedTensor]:
     """Decode every tensor of a bitstream, in stream order.
 
     ``state`` carries incremental-coding memory across calls; it is needed for NDUs that
@@ -179,7 +179,10 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     also returns the coded levels (``info["transmitted"]``), e.g. to measure their entropy.
     ``threads`` (default: all cores) decode NDUs concurrently and, inside block-scanned
     tensors, block rows from their entry points; the result does not depend on it.
+    Tensors of more than ``max_elements`` elements (default :data:`MAX_ELEMENTS`) are
+    refused: a few bytes of row skipping can describe gigabytes of zeros.
     """
+    limit = MAX_ELEMENTS if max_elements is None else int(max_elements)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
     threads = max(1, threads or os.cpu_count() or 1)
@@ -198,7 +201,7 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
         where, unit = job
         try:
             return _decode_ndu(unit.payload, unit.content, unit.quantization_parameters(),
-                               state, transmitted, block_row_threads)
+                               state, transmitted, block_row_threads, limit)
         except DecodeError as error:
             raise DecodeError(f"{where}: {error}") from None
 
@@ -227,8 +230,8 @@ def _check_codebook_indices(levels: np.ndarray, codebook: Codebook) -> None:
 
 
 def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
-                state: CodingState | None, transmitted: bool = False,
-                threads: int = 1) -> DecodedTensor:
+                state: CodingState | None, transmitted: bool = False, threads: int = 1,
+                max_elements: int = MAX_ELEMENTS) -> DecodedTensor:
     """Decode one NDU; ``quantization`` is the (qp_density, qp_base) in force."""
     qp_density, qp_base = quantization
     dims = tuple(header.dims)
@@ -262,7 +265,7 @@ def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
         parent_present=header.parent_node_id_present, tca_base=tca_base)
     entry_points = [(e.bit_offset, e.value, e.dq_state) for e in header.entry_points]
     levels, info = decoder.decode_tensor(rows, cols, history=history, transmitted=transmitted,
-                                         max_elements=MAX_ELEMENTS, entry_points_in=entry_points,
+                                         max_elements=max_elements, entry_points_in=entry_points,
                                          threads=threads, **args)
     decoder.finish()
     if codebook is not None:

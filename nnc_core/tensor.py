@@ -62,7 +62,7 @@ def encode_with_reconstruction(x, state: CodingState | None = None,
 
 
 def decode(bitstream: bytes, tensor_id: str | None = None, state: CodingState | None = None,
-           threads: int | None = None) -> np.ndarray:
+           threads: int | None = None, max_elements: int | None = None) -> np.ndarray:
     """Decode a tensor from an NNC bitstream.
 
     Returns float32 values for uniformly quantized tensors, float64 for codebook-coded
@@ -70,8 +70,10 @@ def decode(bitstream: bytes, tensor_id: str | None = None, state: CodingState | 
     stream holds several (default: the first). ``state`` is the decoder's incremental
     coding memory (see :func:`encode`). Block-scanned tensors (``scan_order > 0``) decode
     their block rows on ``threads`` cores (default: all) from the entry points.
+    Tensors larger than ``max_elements`` (default ``nnc_core.codec.MAX_ELEMENTS``, 2^28)
+    raise DecodeError instead of being allocated.
     """
-    tensors = decode_stream(bitstream, state, threads=threads)
+    tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements)
     if not tensors:
         raise DecodeError("the bitstream holds no tensor (no NDU unit)")
     if tensor_id is None:

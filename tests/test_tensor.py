@@ -439,3 +439,10 @@ def test_several_tensors_decode_concurrently():
         assert [t.name for t in decoded] == [f"t{i}" for i in range(6)]
         for t, expected in zip(decoded, recon):
             np.testing.assert_array_equal(t.values, expected)
+
+
+def test_max_elements_is_a_decode_argument():
+    bs = encode(np.zeros((64, 64), np.float32))
+    with pytest.raises(DecodeError, match="exceeds the decoder's limit"):
+        decode(bs, max_elements=1000)
+    assert decode(bs, max_elements=4096).shape == (64, 64)
