@@ -19,6 +19,7 @@ cimport numpy as cnp
 from libc.float cimport DBL_MAX
 from libc.math cimport log2, trunc
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from cython cimport floating
 
 from .model cimport dq_next_state
 
@@ -96,7 +97,13 @@ def quantize_dependent(values, double step, order=None, rate=None, double lam=0.
     """
     if rate is not None and lam > 0:
         return _quantize_dependent_rd(values, step, order, rate, lam)
-    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if flat.dtype != np.float32:          # float32 is read as it is, without a copy
+        flat = flat.astype(np.float64)
+    return _viterbi(flat, step, order)
+
+
+def _viterbi(const floating[::1] x, double step, order):
     cdef Py_ssize_t n = x.shape[0], i
     cdef const int64_t[::1] scan
     cdef bint use_order = order is not None
