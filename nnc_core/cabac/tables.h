@@ -53,6 +53,30 @@ static const uint8_t NNC_DQ_NEXT[16] = {
     0, 2, 7, 5, 1, 3, 6, 4, 2, 0, 5, 7, 3, 1, 4, 6,
 };
 
+/* The three trellis branches into each DQ state, in tie-break order (by source state;
+ * for one source, its even-parity level before zero): source state and candidate slot
+ * (slot q & 3 of the four indices around |x|/step, 4 = zero). Derived from NNC_DQ_NEXT. */
+static const uint8_t NNC_DQ_BRANCH_PREV[8][3] = {
+    {0, 0, 4},
+    {2, 2, 6},
+    {0, 4, 4},
+    {2, 6, 6},
+    {3, 7, 7},
+    {1, 5, 5},
+    {3, 3, 7},
+    {1, 1, 5}
+};
+static const uint8_t NNC_DQ_BRANCH_SLOT[8][3] = {
+    {0, 4, 2},
+    {0, 4, 2},
+    {2, 0, 4},
+    {2, 0, 4},
+    {1, 3, 4},
+    {1, 3, 4},
+    {3, 4, 1},
+    {3, 4, 1}
+};
+
 /* A.5: cost of a 0 bin / a 1 bin, index 512 + (P >> 3), in 1/32768 bit. */
 static const int32_t NNC_COST0[1024] = {
     310, 310, 313, 316, 318, 321, 324, 326, 329, 332, 335, 338, 341, 344, 346, 349,

@@ -21,45 +21,21 @@ from libc.math cimport log2, trunc
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from cython cimport floating
 
-from .model cimport dq_next_state
 
 cnp.import_array()
 
 cdef enum:
     ZERO_SLOT = 4
 
-
-ctypedef struct Branch:
-    int prev          # state the branch comes from
-    int slot          # candidate slot: q & 3 for q in the 4 nearest indices, or ZERO_SLOT
-
-
-cdef Branch BRANCHES[8][3]      # per target state, in the order ties are broken
-cdef int NUM_BRANCHES[8]
+cdef extern from "tables.h" nogil:
+    # the three branches into each state, in tie-break order: source state, candidate slot
+    const uint8_t NNC_DQ_BRANCH_PREV[8][3]
+    const uint8_t NNC_DQ_BRANCH_SLOT[8][3]
 
 
-cdef void build_branches():
-    """Each state is reached by an even-parity move (Q index or zero) and an odd one.
-
-    The branch order (by previous state, even-parity candidates before zero) decides ties.
-    """
-    cdef int p, t
-    for t in range(8):
-        NUM_BRANCHES[t] = 0
-    for p in range(8):
-        t = dq_next_state(p, 0)
-        BRANCHES[t][NUM_BRANCHES[t]].prev = p
-        BRANCHES[t][NUM_BRANCHES[t]].slot = 3 * (p & 1)
-        NUM_BRANCHES[t] += 1
-        BRANCHES[t][NUM_BRANCHES[t]].prev = p
-        BRANCHES[t][NUM_BRANCHES[t]].slot = ZERO_SLOT
-        NUM_BRANCHES[t] += 1
-        t = dq_next_state(p, 1)
-        BRANCHES[t][NUM_BRANCHES[t]].prev = p
-        BRANCHES[t][NUM_BRANCHES[t]].slot = 2 - (p & 1)
-        NUM_BRANCHES[t] += 1
-
-build_branches()
+cdef inline int64_t slot_index(int slot, int64_t first_index) noexcept nogil:
+    """The candidate index q in [first, first + 3] stored in slot q & 3."""
+    return first_index + ((slot - first_index) & 3)
 
 
 cdef inline void candidates(double x, double qscale, double* dist, int64_t* first_index, int* sign) noexcept nogil:
@@ -67,11 +43,12 @@ cdef inline void candidates(double x, double qscale, double* dist, int64_t* firs
     cdef int s = -1 if x < 0 else 1
     cdef double a = qscale * x * s
     cdef int64_t lo = <int64_t>trunc(a) - 1
-    cdef int64_t q
     if lo < 1:
         lo = 1
-    for q in range(lo, lo + 4):
-        dist[q & 3] = (a - q) * (a - q)
+    dist[0] = (a - slot_index(0, lo)) * (a - slot_index(0, lo))
+    dist[1] = (a - slot_index(1, lo)) * (a - slot_index(1, lo))
+    dist[2] = (a - slot_index(2, lo)) * (a - slot_index(2, lo))
+    dist[3] = (a - slot_index(3, lo)) * (a - slot_index(3, lo))
     dist[ZERO_SLOT] = a * a
     first_index[0] = lo
     sign[0] = s
@@ -79,11 +56,40 @@ cdef inline void candidates(double x, double qscale, double* dist, int64_t* firs
 
 cdef inline int64_t slot_level(int slot, int64_t first_index, int sign) noexcept nogil:
     """Transmitted level of a slot: index q -> sign * ((q + 1) >> 1)."""
-    cdef int64_t q
     if slot == ZERO_SLOT:
         return 0
-    q = first_index + ((slot - first_index) & 3)
-    return sign * ((q + 1) >> 1)
+    return sign * ((slot_index(slot, first_index) + 1) >> 1)
+
+
+cdef inline void relax(const double* cost, const double* dist, double* new_cost,
+                       uint8_t* decision, int t) noexcept nogil:
+    """Cheapest of the three branches into state ``t`` (first minimum wins)."""
+    cdef double best = cost[NNC_DQ_BRANCH_PREV[t][0]] + dist[NNC_DQ_BRANCH_SLOT[t][0]]
+    cdef double c
+    cdef int chosen = 0
+    c = cost[NNC_DQ_BRANCH_PREV[t][1]] + dist[NNC_DQ_BRANCH_SLOT[t][1]]
+    if c < best:
+        best = c
+        chosen = 1
+    c = cost[NNC_DQ_BRANCH_PREV[t][2]] + dist[NNC_DQ_BRANCH_SLOT[t][2]]
+    if c < best:
+        best = c
+        chosen = 2
+    new_cost[t] = best
+    decision[t] = <uint8_t>((NNC_DQ_BRANCH_PREV[t][chosen] << 3) | NNC_DQ_BRANCH_SLOT[t][chosen])
+
+
+cdef inline void relax_all(const double* cost, const double* dist, double* new_cost,
+                           uint8_t* decision) noexcept nogil:
+    # constant states: the tables fold into the code and the costs stay in registers
+    relax(cost, dist, new_cost, decision, 0)
+    relax(cost, dist, new_cost, decision, 1)
+    relax(cost, dist, new_cost, decision, 2)
+    relax(cost, dist, new_cost, decision, 3)
+    relax(cost, dist, new_cost, decision, 4)
+    relax(cost, dist, new_cost, decision, 5)
+    relax(cost, dist, new_cost, decision, 6)
+    relax(cost, dist, new_cost, decision, 7)
 
 
 def quantize_dependent(values, double step, order=None, rate=None, double lam=0.0):
@@ -123,9 +129,8 @@ def _viterbi(const floating[::1] x, double step, order):
     cdef double cost[8]
     cdef double new_cost[8]
     cdef double dist[5]
-    cdef double c, best
     cdef int64_t first_index
-    cdef int sign, t, b, best_branch, state, slot
+    cdef int sign, t, state, slot
     cdef int64_t level, r
     cdef Py_ssize_t pos
     with nogil:
@@ -135,17 +140,7 @@ def _viterbi(const floating[::1] x, double step, order):
         for i in range(n):
             pos = scan[i] if use_order else i
             candidates(x[pos], qscale, dist, &first_index, &sign)
-            for t in range(8):
-                best_branch = 0
-                best = cost[BRANCHES[t][0].prev] + dist[BRANCHES[t][0].slot]
-                for b in range(1, NUM_BRANCHES[t]):
-                    c = cost[BRANCHES[t][b].prev] + dist[BRANCHES[t][b].slot]
-                    if c < best:
-                        best = c
-                        best_branch = b
-                new_cost[t] = best
-                decisions[8 * i + t] = <uint8_t>((BRANCHES[t][best_branch].prev << 3)
-                                                 | BRANCHES[t][best_branch].slot)
+            relax_all(cost, dist, new_cost, &decisions[8 * i])
             for t in range(8):
                 cost[t] = new_cost[t]
         state = 0
@@ -253,17 +248,17 @@ def _quantize_dependent_rd(values, double step, order, RateTables rate, double l
             for t in range(8):
                 best_branch = -1
                 best = 0.0
-                for b in range(NUM_BRANCHES[t]):
-                    prev = BRANCHES[t][b].prev
-                    slot = BRANCHES[t][b].slot
+                for b in range(3):
+                    prev = NNC_DQ_BRANCH_PREV[t][b]
+                    slot = NNC_DQ_BRANCH_SLOT[t][b]
                     c = cost[prev] + dist[slot] + lam * rate.bits(prev, neighbour[prev], level[slot])
                     if best_branch < 0 or c < best:
                         best = c
                         best_branch = b
                 new_cost[t] = best
-                new_neighbour[t] = neighbour_of(level[BRANCHES[t][best_branch].slot])
-                decisions[8 * i + t] = <uint8_t>((BRANCHES[t][best_branch].prev << 3)
-                                                 | BRANCHES[t][best_branch].slot)
+                slot = NNC_DQ_BRANCH_SLOT[t][best_branch]
+                new_neighbour[t] = neighbour_of(level[slot])
+                decisions[8 * i + t] = <uint8_t>((NNC_DQ_BRANCH_PREV[t][best_branch] << 3) | slot)
             for t in range(8):
                 cost[t] = new_cost[t]
                 neighbour[t] = new_neighbour[t]
