@@ -167,6 +167,16 @@ cdef inline void dec_start(ArithDecoder* d, const uint8_t* data, size_t size) no
     d.bits_needed = -8
 
 
+cdef inline void dec_renormalize_once(ArithDecoder* d) noexcept nogil:
+    """Double the range (an MPS never needs more than one step), shifting in one bit."""
+    d.range <<= 1
+    d.value <<= 1
+    d.bits_needed += 1
+    if d.bits_needed == 0:
+        d.value += dec_next_byte(d)
+        d.bits_needed = -8
+
+
 cdef inline int dec_bin(ArithDecoder* d, ContextModel* m) noexcept nogil:
     cdef uint32_t lps = model_lps_range(m, d.range)
     cdef uint32_t rmps = d.range - lps
@@ -176,12 +186,7 @@ cdef inline int dec_bin(ArithDecoder* d, ContextModel* m) noexcept nogil:
         bin = model_mps(m)
         d.range = rmps
         if rmps < 256:
-            d.range <<= 1
-            d.value <<= 1
-            d.bits_needed += 1
-            if d.bits_needed == 0:
-                d.value += dec_next_byte(d)
-                d.bits_needed = -8
+            dec_renormalize_once(d)
     else:
         bin = 1 - model_mps(m)
         d.value -= scaled
@@ -225,12 +230,7 @@ cdef inline int dec_terminate(ArithDecoder* d) noexcept nogil:
     if d.value >= scaled:
         return 1
     if d.range < 256:
-        d.range <<= 1
-        d.value <<= 1
-        d.bits_needed += 1
-        if d.bits_needed == 0:
-            d.value += dec_next_byte(d)
-            d.bits_needed = -8
+        dec_renormalize_once(d)
     return 0
 
 

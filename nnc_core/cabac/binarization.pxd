@@ -25,8 +25,11 @@ ctypedef struct BinWriter:          # real coding
     ContextModel* ctx
 
 
-ctypedef struct BinRecorder:        # param_opt pre-pass
+ctypedef struct BinRecorder:        # param_opt pre-pass, bin statistics
     BinLog* logs                    # one per context
+    Py_ssize_t num_contexts
+    Py_ssize_t* resets              # if not NULL: each context's bin count at every
+    Py_ssize_t num_resets           # block-row boundary (num_contexts values per boundary)
     int failed                      # a log could not grow
 
 

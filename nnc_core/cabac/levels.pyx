@@ -215,6 +215,18 @@ cdef inline long long dq_reconstruction(long long k, int state) noexcept nogil:
     return 2 * k - (state & 1) if k > 0 else 2 * k + (state & 1)
 
 
+cdef void mark_zero_rows(const int32_t* r, Py_ssize_t rows, Py_ssize_t cols,
+                         uint8_t* skip) noexcept nogil:
+    """skip[y] = 1 where row y of the H x W matrix is all zero: such rows are skipped (§9.2)."""
+    cdef Py_ssize_t y, x
+    for y in range(rows):
+        skip[y] = 1
+        for x in range(cols):
+            if r[y * cols + x] != 0:
+                skip[y] = 0
+                break
+
+
 cdef inline bint row_is_skipped(const TensorCoding* t, const uint8_t* skip, Py_ssize_t row) noexcept nogil:
     return t.row_skip and skip[row]
 
@@ -223,58 +235,29 @@ cdef inline bint row_is_skipped(const TensorCoding* t, const uint8_t* skip, Py_s
 
 cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_t* skip,
                            const Segment* segs, Py_ssize_t nseg, uint8_t* chosen) noexcept nogil:
-    """Param_opt pre-pass (§7.5): price every context's bins under the 9 parameter sets.
-
-    Mirrors the real pass, except that it binarizes the reconstruction integer r (not the
-    transmitted k), is never truncated by a codebook, ignores bypass bins and keeps the
-    neighbour across block rows -- exactly what makes the choices match other encoders.
-    """
-    cdef Py_ssize_t count = t.layout.count
+    """Param_opt pre-pass (§7.5): price every context's bins under the 9 parameter sets."""
+    cdef Py_ssize_t count = t.layout.count, c
     cdef BinRecorder recorder
-    cdef LevelBounds open_bounds
-    cdef Py_ssize_t si, p, end, c, num_resets = 0
-    cdef int e, best, state = 0, status = 0
-    cdef long long value, previous = 0, base = 0, best_cost
+    cdef int e, best, status = 0
+    cdef long long best_cost
     cdef long long cost[NUM_PARAM_SETS]
-    cdef bint hd
-    # bin counts of every context at each block-row boundary
-    cdef Py_ssize_t* resets = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * count * t.num_block_rows)
-    recorder.logs = <BinLog*>calloc(count, sizeof(BinLog))
+    recorder.num_contexts = count
+    recorder.num_resets = 0
     recorder.failed = 0
-    if resets == NULL or recorder.logs == NULL:
-        free(resets)
+    recorder.resets = <Py_ssize_t*>malloc(sizeof(Py_ssize_t) * count * t.num_block_rows)
+    recorder.logs = <BinLog*>calloc(count, sizeof(BinLog))
+    if recorder.resets == NULL or recorder.logs == NULL:
+        free(recorder.resets)
         free(recorder.logs)
         return -1
-    open_bounds.max_pos = UNBOUNDED
-    open_bounds.max_neg = UNBOUNDED
-    open_bounds.sign_coded = True
-    for si in range(nseg):
-        if row_is_skipped(t, skip, segs[si].row):
-            if t.dq:
-                state = t.skip_state[state]
-        else:
-            end = segs[si].start + segs[si].length
-            for p in range(segs[si].start, end):
-                value = r[p]
-                if t.tca_base != NULL:
-                    base = t.tca_base[p]
-                hd = t.hdsp and t.history[p]
-                encode_level(&recorder, &t.layout, value, sig_context(state, previous, base, hd),
-                             sign_context(previous, base), base, &open_bounds)
-                if t.dq:
-                    state = dq_next_state(state, dq_transmitted(value, state))
-                previous = value
-        if segs[si].ends_block_row:
-            for c in range(count):
-                resets[num_resets * count + c] = recorder.logs[c].count
-            num_resets += 1
+    encode_segments(t, &recorder, r, skip, segs, nseg, NULL, True)
     if recorder.failed:
         status = -1
     for c in range(count):
         if status == 0:
             for e in range(NUM_PARAM_SETS):
                 cost[e] = 0
-            price_log(&recorder.logs[c], &resets[c], num_resets, count, cost)
+            price_log(&recorder.logs[c], &recorder.resets[c], recorder.num_resets, count, cost)
             best = 0
             best_cost = cost[0]
             for e in range(1, NUM_PARAM_SETS):
@@ -284,7 +267,7 @@ cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_
             chosen[c] = <uint8_t>best
         free(recorder.logs[c].words)
     free(recorder.logs)
-    free(resets)
+    free(recorder.resets)
     return status
 
 
@@ -295,17 +278,32 @@ cdef void encode_scan(const TensorCoding* t, ArithEncoder* coder, ContextModel* 
     cdef BinWriter writer
     writer.coder = &local
     writer.ctx = ctx
-    encode_segments(t, &writer, r, skip, segs, nseg, decoded)
+    encode_segments(t, &writer, r, skip, segs, nseg, decoded, False)
     coder[0] = local
 
 
 cdef inline void encode_segments(const TensorCoding* t, BinSink w, const int32_t* r,
                                  const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
-                                 int32_t* decoded) noexcept nogil:
+                                 int32_t* decoded, bint prepass) noexcept nogil:
+    """The level scan of the encoder, into a bin sink; ``decoded`` (if not NULL) receives
+    what a decoder will reconstruct.
+
+    ``prepass`` gives the param_opt pre-pass of §7.5 as other encoders run it: it
+    binarizes the reconstruction integer r instead of the transmitted k, is never truncated
+    by a codebook and keeps the neighbour across block rows -- what makes the parameter
+    set choices, and so the bytes, match theirs.
+    """
     cdef Py_ssize_t si, p, end, c
     cdef int state = 0
-    cdef long long k, previous = 0, base = 0
+    cdef long long k, coded, previous = 0, base = 0
     cdef bint hd
+    cdef LevelBounds open_bounds
+    cdef const LevelBounds* bounds = &t.bounds
+    if prepass:
+        open_bounds.max_pos = UNBOUNDED
+        open_bounds.max_neg = UNBOUNDED
+        open_bounds.sign_coded = True
+        bounds = &open_bounds
     for si in range(nseg):
         if row_is_skipped(t, skip, segs[si].row):
             if t.dq:
@@ -314,22 +312,28 @@ cdef inline void encode_segments(const TensorCoding* t, BinSink w, const int32_t
             end = segs[si].start + segs[si].length
             for p in range(segs[si].start, end):
                 k = dq_transmitted(r[p], state) if t.dq else r[p]
+                coded = r[p] if prepass else k
                 if t.tca_base != NULL:
                     base = t.tca_base[p]
                 hd = t.hdsp and t.history[p]
-                encode_level(w, &t.layout, k, sig_context(state, previous, base, hd),
-                             sign_context(previous, base), base, &t.bounds)
+                encode_level(w, &t.layout, coded, sig_context(state, previous, base, hd),
+                             sign_context(previous, base), base, bounds)
                 if decoded != NULL:
                     decoded[p] = <int32_t>(dq_reconstruction(k, state) if t.dq else k)
                 if t.dq:
                     state = dq_next_state(state, k)
-                previous = k
+                previous = coded
         if segs[si].ends_block_row:
             if BinSink is BinWriterPtr:
                 for c in range(t.layout.count):
                     model_reset(&w.ctx[c])
                 w.coder.range = 256
-            previous = 0
+            elif w.resets != NULL:
+                for c in range(w.num_contexts):
+                    w.resets[w.num_resets * w.num_contexts + c] = w.logs[c].count
+                w.num_resets += 1
+            if not prepass:
+                previous = 0
 
 
 def bin_statistics(r, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int num_gt=11,
@@ -342,7 +346,7 @@ def bin_statistics(r, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int nu
     cdef BinRecorder recorder
     cdef Segment* segs = NULL
     cdef uint8_t* skip = NULL
-    cdef Py_ssize_t nseg = 0, y, x, c, i
+    cdef Py_ssize_t nseg = 0, c, i
     if rv.shape[0] != rows * cols:
         raise ValueError(f"expected {rows * cols} levels, got {rv.shape[0]}")
     configure(&t, rows, cols, dq, num_gt, scan_order, 1, False, 0, 0)
@@ -350,24 +354,22 @@ def bin_statistics(r, Py_ssize_t rows, Py_ssize_t cols, *, bint dq=False, int nu
     counts = np.zeros((2, t.layout.count), dtype=np.int64)
     cdef long long[:, ::1] cv = counts
     recorder.logs = <BinLog*>calloc(t.layout.count, sizeof(BinLog))
+    recorder.num_contexts = t.layout.count
+    recorder.resets = NULL
+    recorder.num_resets = 0
     recorder.failed = 0
     skip = <uint8_t*>calloc(rows if rows > 0 else 1, 1)
     try:
         if recorder.logs == NULL or skip == NULL:
             raise MemoryError()
         if t.row_skip:
-            for y in range(rows):
-                skip[y] = 1
-                for x in range(cols):
-                    if rv[y * cols + x] != 0:
-                        skip[y] = 0
-                        break
+            mark_zero_rows(&rv[0], rows, cols, skip)
         segs = build_segments(&t, &nseg)
         if segs == NULL:
             raise MemoryError()
         if rows * cols:
             with nogil:
-                encode_segments(&t, &recorder, &rv[0], skip, segs, nseg, NULL)
+                encode_segments(&t, &recorder, &rv[0], skip, segs, nseg, NULL, False)
         if recorder.failed:
             raise MemoryError()
         for c in range(t.layout.count):
@@ -420,7 +422,7 @@ cdef class PayloadEncoder:
         cdef const int32_t[::1] base_v
         cdef const uint8_t[::1] hist_v
         cdef TensorCoding t
-        cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y, x
+        cdef Py_ssize_t n = rows * cols, nseg = 0, nlist, i, y
         cdef Segment* segs = NULL
         cdef int* list_ctx = NULL
         cdef bint* list_present = NULL
@@ -467,12 +469,8 @@ cdef class PayloadEncoder:
                         enc_bypass(&self.coder, t.hdsp)
                     enc_bypass(&self.coder, t.row_skip)
                     if t.row_skip:
+                        mark_zero_rows(rp, rows, cols, skip)
                         for y in range(rows):
-                            skip[y] = 1
-                            for x in range(cols):
-                                if rp[y * cols + x] != 0:
-                                    skip[y] = 0
-                                    break
                             enc_bin(&self.coder, &ctx[t.layout.row_skip], skip[y])
                 segs = build_segments(&t, &nseg)
                 if segs == NULL:

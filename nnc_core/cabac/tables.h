@@ -219,7 +219,7 @@ static const int32_t NNC_COST1[1024] = {
 static int16_t NNC_NEXT_S0[8][2][256];
 static int16_t NNC_NEXT_S1[7][2][4096];
 
-static void nnc_init_transition_tables(void)
+static inline void nnc_init_transition_tables(void)
 {
     for (int shift = 4; shift < 8; shift++)
         for (int v = -NNC_S0_OFFSET; v < NNC_S0_OFFSET; v++) {

@@ -101,66 +101,89 @@ def quantize_dependent(values, double step, order=None, rate=None, double lam=0.
     With a ``rate`` model (see :class:`RateTables`) and ``lam > 0`` the search minimises
     squared error (in steps) plus ``lam`` times the estimated bits.
     """
-    if rate is not None and lam > 0:
-        return _quantize_dependent_rd(values, step, order, rate, lam)
-    flat = np.ascontiguousarray(values).reshape(-1)
-    if flat.dtype != np.float32:          # float32 is read as it is, without a copy
-        flat = flat.astype(np.float64)
-    return _viterbi(flat, step, order)
+    flat, scan = _inputs(values, step, order)
+    result = np.zeros(flat.shape[0], dtype=np.int32)
+    decisions = np.empty(flat.shape[0] * 8, dtype=np.uint8)
+    if flat.shape[0]:
+        if rate is not None and lam > 0:
+            _viterbi_rd(flat, scan, 1.0 / step, rate, lam, decisions, result)
+        else:
+            _viterbi(flat, scan, 1.0 / step, decisions, result)
+    return result
 
 
-def _viterbi(const floating[::1] x, double step, order):
-    cdef Py_ssize_t n = x.shape[0], i
-    cdef const int64_t[::1] scan
-    cdef bint use_order = order is not None
-    if use_order:
-        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
-        if scan.shape[0] != n:
-            raise ValueError("order must have one index per value")
+def _inputs(values, double step, order):
+    """Flat values (float32 as they are, without a copy; others as float64) and the scan."""
     if not step > 0:
         raise ValueError(f"step size must be positive, got {step}")
-    result = np.zeros(n, dtype=np.int32)
-    if n == 0:
-        return result
-    cdef int32_t[::1] out = result
-    decisions_array = np.empty(n * 8, dtype=np.uint8)
-    cdef uint8_t[::1] decisions = decisions_array
-    cdef double qscale = 1.0 / step
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if flat.dtype != np.float32:
+        flat = flat.astype(np.float64)
+    scan = None
+    if order is not None:
+        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
+        if scan.shape[0] != flat.shape[0]:
+            raise ValueError("order must have one index per value")
+    return flat, scan
+
+
+cdef inline Py_ssize_t position(const int64_t* scan, Py_ssize_t i) noexcept nogil:
+    return scan[i] if scan != NULL else i
+
+
+def _viterbi(const floating[::1] x, scan_array, double qscale, uint8_t[::1] decisions,
+             int32_t[::1] out):
+    cdef const int64_t[::1] scan_view
+    cdef const int64_t* scan = NULL
+    cdef Py_ssize_t i
     cdef double cost[8]
     cdef double new_cost[8]
     cdef double dist[5]
     cdef int64_t first_index
-    cdef int sign, t, state, slot
-    cdef int64_t level, r
-    cdef Py_ssize_t pos
+    cdef int sign, t
+    if scan_array is not None:
+        scan_view = scan_array
+        scan = &scan_view[0]
     with nogil:
-        cost[0] = 0.0
-        for t in range(1, 8):
-            cost[t] = 0.5 * DBL_MAX
-        for i in range(n):
-            pos = scan[i] if use_order else i
-            candidates(x[pos], qscale, dist, &first_index, &sign)
+        start_costs(cost)
+        for i in range(x.shape[0]):
+            candidates(x[position(scan, i)], qscale, dist, &first_index, &sign)
             relax_all(cost, dist, new_cost, &decisions[8 * i])
             for t in range(8):
                 cost[t] = new_cost[t]
-        state = 0
-        for t in range(1, 8):
-            if cost[t] < cost[state]:
-                state = t
-        for i in range(n - 1, -1, -1):
-            pos = scan[i] if use_order else i
-            slot = decisions[8 * i + state] & 7
-            state = decisions[8 * i + state] >> 3       # the state this value was coded in
-            candidates(x[pos], qscale, dist, &first_index, &sign)
-            level = slot_level(slot, first_index, sign)
-            if level == 0:
-                r = 0
-            elif level > 0:
-                r = 2 * level - (state & 1)
-            else:
-                r = 2 * level + (state & 1)
-            out[pos] = <int32_t>r
-    return result
+        trace_back(x, scan, qscale, &decisions[0], cost, &out[0])
+
+
+cdef inline void start_costs(double* cost) noexcept nogil:
+    """Paths start in state 0; the others are unreachable (half of the largest double,
+    so that adding a distortion cannot overflow)."""
+    cdef int t
+    cost[0] = 0.0
+    for t in range(1, 8):
+        cost[t] = 0.5 * DBL_MAX
+
+
+cdef void trace_back(const floating[::1] x, const int64_t* scan, double qscale,
+                     const uint8_t* decisions, const double* cost, int32_t* out) noexcept nogil:
+    """Follow the surviving branches back from the cheapest final state (lowest on ties)
+    and write each value's reconstruction integer in the state it was coded in."""
+    cdef int state = 0, t, slot, sign
+    cdef Py_ssize_t i, pos
+    cdef double dist[5]
+    cdef int64_t first_index, level
+    for t in range(1, 8):
+        if cost[t] < cost[state]:
+            state = t
+    for i in range(x.shape[0] - 1, -1, -1):
+        pos = position(scan, i)
+        slot = decisions[8 * i + state] & 7
+        state = decisions[8 * i + state] >> 3
+        candidates(x[pos], qscale, dist, &first_index, &sign)
+        level = slot_level(slot, first_index, sign)
+        if level == 0:
+            out[pos] = 0
+        else:
+            out[pos] = <int32_t>(2 * level - (state & 1) if level > 0 else 2 * level + (state & 1))
 
 
 # ----------------------------------------------------------------------------- rate-distortion
@@ -207,24 +230,13 @@ cdef inline int neighbour_of(int64_t level) noexcept nogil:
     return 1 if level < 0 else 2
 
 
-def _quantize_dependent_rd(values, double step, order, RateTables rate, double lam):
-    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-    cdef Py_ssize_t n = x.shape[0], i, pos
-    cdef const int64_t[::1] scan
-    cdef bint use_order = order is not None
-    if use_order:
-        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
-        if scan.shape[0] != n:
-            raise ValueError("order must have one index per value")
-    if not step > 0:
-        raise ValueError(f"step size must be positive, got {step}")
-    result = np.zeros(n, dtype=np.int32)
-    if n == 0:
-        return result
-    cdef int32_t[::1] out = result
-    decisions_array = np.empty(n * 8, dtype=np.uint8)
-    cdef uint8_t[::1] decisions = decisions_array
-    cdef double qscale = 1.0 / step
+def _viterbi_rd(const floating[::1] x, scan_array, double qscale, RateTables rate, double lam,
+                uint8_t[::1] decisions, int32_t[::1] out):
+    """The Viterbi search with a rate term: each state also remembers the neighbour class
+    of the last level on its survivor path, which selects the contexts of the next level."""
+    cdef const int64_t[::1] scan_view
+    cdef const int64_t* scan = NULL
+    cdef Py_ssize_t i
     cdef double cost[8]
     cdef double new_cost[8]
     cdef int neighbour[8]
@@ -232,17 +244,17 @@ def _quantize_dependent_rd(values, double step, order, RateTables rate, double l
     cdef double dist[5]
     cdef int64_t level[5]
     cdef double c, best
-    cdef int64_t first_index, r, k
-    cdef int sign, t, b, best_branch, state, slot, prev
+    cdef int64_t first_index
+    cdef int sign, t, b, best_branch, slot, prev
+    if scan_array is not None:
+        scan_view = scan_array
+        scan = &scan_view[0]
     with nogil:
-        cost[0] = 0.0
+        start_costs(cost)
         for t in range(8):
             neighbour[t] = 0
-            if t:
-                cost[t] = 0.5 * DBL_MAX
-        for i in range(n):
-            pos = scan[i] if use_order else i
-            candidates(x[pos], qscale, dist, &first_index, &sign)
+        for i in range(x.shape[0]):
+            candidates(x[position(scan, i)], qscale, dist, &first_index, &sign)
             for slot in range(5):
                 level[slot] = slot_level(slot, first_index, sign)
             for t in range(8):
@@ -262,45 +274,36 @@ def _quantize_dependent_rd(values, double step, order, RateTables rate, double l
             for t in range(8):
                 cost[t] = new_cost[t]
                 neighbour[t] = new_neighbour[t]
-        state = 0
-        for t in range(1, 8):
-            if cost[t] < cost[state]:
-                state = t
-        for i in range(n - 1, -1, -1):
-            pos = scan[i] if use_order else i
-            slot = decisions[8 * i + state] & 7
-            state = decisions[8 * i + state] >> 3
-            candidates(x[pos], qscale, dist, &first_index, &sign)
-            k = slot_level(slot, first_index, sign)
-            r = 0 if k == 0 else (2 * k - (state & 1) if k > 0 else 2 * k + (state & 1))
-            out[pos] = <int32_t>r
-    return result
+        trace_back(x, scan, qscale, &decisions[0], cost, &out[0])
 
 
 def quantize_uniform_rd(values, double step, RateTables rate, double lam, order=None):
     """Uniform quantization choosing, per value, among zero and the two nearest levels the
     one with the least squared error (in steps) plus ``lam`` times its estimated bits; the
     context is the level chosen just before in coding ``order`` (default raster order)."""
-    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-    cdef Py_ssize_t n = x.shape[0], i, pos
-    cdef const int64_t[::1] scan
-    cdef bint use_order = order is not None
-    if use_order:
-        scan = np.ascontiguousarray(order, dtype=np.int64).reshape(-1)
-        if scan.shape[0] != n:
-            raise ValueError("order must have one index per value")
-    if not step > 0:
-        raise ValueError(f"step size must be positive, got {step}")
-    result = np.zeros(n, dtype=np.int32)
-    cdef int32_t[::1] out = result
+    flat, scan = _inputs(values, step, order)
+    result = np.zeros(flat.shape[0], dtype=np.int32)
+    if flat.shape[0]:
+        _uniform_rd(flat, scan, 1.0 / step, rate, lam, result)
+    return result
+
+
+def _uniform_rd(const floating[::1] x, scan_array, double qscale, RateTables rate, double lam,
+                int32_t[::1] out):
+    cdef const int64_t[::1] scan_view
+    cdef const int64_t* scan = NULL
+    cdef Py_ssize_t i, pos
     cdef double a, c, best
     cdef int64_t lo, m, best_level
     cdef int sign, neighbour = 0
+    if scan_array is not None:
+        scan_view = scan_array
+        scan = &scan_view[0]
     with nogil:
-        for i in range(n):
-            pos = scan[i] if use_order else i
+        for i in range(x.shape[0]):
+            pos = position(scan, i)
             sign = -1 if x[pos] < 0 else 1
-            a = x[pos] * sign / step
+            a = x[pos] * sign * qscale
             best_level = 0
             best = a * a + lam * rate.bits(0, neighbour, 0)
             lo = <int64_t>trunc(a)
@@ -311,4 +314,3 @@ def quantize_uniform_rd(values, double step, RateTables rate, double lam, order=
                     best_level = sign * m
             out[pos] = <int32_t>best_level
             neighbour = neighbour_of(best_level)
-    return result
