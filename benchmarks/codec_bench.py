@@ -178,35 +178,9 @@ def checkpoint_cases(path: Path) -> list[Case]:
 # ------------------------------------------------------------------------------ measures
 
 
-def entropy_bits(k: np.ndarray) -> float:
-    """Zeroth-order empirical entropy of the integers ``k``, in bits per element."""
-    k = np.asarray(k).ravel()
-    if k.size == 0:
-        return 0.0
-    lo, hi = int(k.min()), int(k.max())
-    if hi - lo < 1 << 22:
-        counts = np.bincount((k.astype(np.int64) - lo))
-        counts = counts[counts > 0]
-    else:
-        counts = np.unique(k, return_counts=True)[1]
-    p = counts / k.size
-    return float(-(p * np.log2(p)).sum())
-
-
-def snr_db(x: np.ndarray, y: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64).reshape(x.shape)
-    signal = float(np.sum(x * x))
-    noise = float(np.sum((x - y) ** 2))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
-
-
 def stream_stats(x: np.ndarray, bs: bytes, y: np.ndarray) -> dict:
     from nnc_core.codec import decode_stream
+    from nnc_core.metrics import entropy_bits, snr_db
 
     (t,) = decode_stream(bytes(bs), transmitted=True)
     return {

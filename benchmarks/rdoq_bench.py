@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from nnc_core.metrics import snr_db  # noqa: E402
 from nnc_core.tensor import encode_with_reconstruction  # noqa: E402
 
 
@@ -46,9 +47,8 @@ def tensors(quick: bool) -> dict[str, np.ndarray]:
 
 
 def point(x: np.ndarray, bitstream: bytes, y: np.ndarray) -> dict:
-    err = np.sum((x.astype(np.float64) - y) ** 2)
     return {"bytes": len(bitstream), "bits_per_element": 8 * len(bitstream) / x.size,
-            "snr_db": float(10 * np.log10(np.sum(x.astype(np.float64) ** 2) / err))}
+            "snr_db": snr_db(x, y)}
 
 
 def savings_at_equal_snr(ours: list[dict], reference: list[dict]) -> dict:

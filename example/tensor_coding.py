@@ -22,7 +22,6 @@ checks that decoding the bitstream gives exactly the encoder's reconstruction
     env/bin/python example/tensor_coding.py --tensor example/weights/fmnist_mlp.pt
 """
 import argparse
-import math
 import os
 import sys
 import time
@@ -31,19 +30,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_WEIGHT = os.path.join(HERE, "weights", "fmnist_mlp_fc1.npy")
-
-
-def snr_db(x, y):
-    """10 log10(sum x^2 / sum (x - y)^2); inf for an exact reconstruction."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    signal = float(np.sum(x * x))
-    noise = float(np.sum((x - y) ** 2))
-    if noise == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
 
 
 def load_tensors(path):
@@ -67,6 +53,7 @@ def load_tensors(path):
 
 def code_one(name, x, options):
     """Encode and decode one tensor and print a report; return False if the decode differs."""
+    from nnc_core.metrics import snr_db
     from nnc_core.tensor import decode, encode_with_reconstruction
 
     x = np.ascontiguousarray(x)
