@@ -178,6 +178,29 @@ def checkpoint_cases(path: Path) -> list[Case]:
 # ------------------------------------------------------------------------------ measures
 
 
+def measure_parallel_decode(side: int, repeats: int) -> dict:
+    """Decode a block-scanned gaussian (entry points per block row) on one thread and on all
+    cores; the size of block scanning compared with raster order."""
+    from nnc_core.tensor import decode, encode
+    x = gaussian(side)
+    raster = encode(x, qp=HEADLINE_QP)
+    blocks = encode(x, qp=HEADLINE_QP, scan_order=1)
+    cores = os.cpu_count() or 1
+    times = {}
+    for threads in (1, cores):
+        runs = []
+        for _ in range(max(repeats, 3)):
+            t = time.perf_counter()
+            decode(blocks, threads=threads)
+            runs.append(time.perf_counter() - t)
+        times[threads] = statistics.median(runs)
+    return {"tensor": f"gaussian {side}x{side} qp{HEADLINE_QP} DQ on", "scan_order": 1,
+            "cores": cores, "decode_s_1_thread": times[1], "decode_s_all_cores": times[cores],
+            "speedup": times[1] / times[cores],
+            "bytes_raster": len(raster), "bytes_block_scan": len(blocks),
+            "size_overhead": len(blocks) / len(raster) - 1}
+
+
 def stream_stats(x: np.ndarray, bs: bytes, y: np.ndarray) -> dict:
     from nnc_core.codec import decode_stream
     from nnc_core.metrics import entropy_bits, snr_db
@@ -794,6 +817,8 @@ def main(argv=None) -> int:
     else:
         summary["bytes_identical_all"] = None
     summary["peak_memory"] = memory
+    summary["parallel_decode"] = measure_parallel_decode(QUICK_SIZE if args.quick else FULL_SIZE,
+                                                         repeats)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"machine": machine, "settings": settings, "cases": results, "summary": summary}
@@ -823,6 +848,11 @@ def main(argv=None) -> int:
                      f"({m['tracemalloc_bytes_per_element']:.1f} B/element)" if "tracemalloc_peak" in m else "")
             print(f"peak memory {impl}: +{m['peak_minus_baseline'] / 2**20:.1f} MiB over the baseline "
                   f"({m['peak_bytes_per_element']:.1f} B/element){extra}")
+    par = summary["parallel_decode"]
+    print(f"parallel decode ({par['tensor']}, scan_order {par['scan_order']}): "
+          f"{_fmt_s(par['decode_s_1_thread'])} on 1 thread, {_fmt_s(par['decode_s_all_cores'])} on "
+          f"{par['cores']} cores ({par['speedup']:.2f}x); block scan costs "
+          f"{100 * par['size_overhead']:+.2f}% bytes")
     if not args.no_plot:
         png = out_dir / "codec_bench.png"
         plot(results, png, machine, settings)

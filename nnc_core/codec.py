@@ -5,8 +5,6 @@ The layer between quantization and the bit syntax, shared by the tensor and mode
 (start unit, model parameter set, topology, one NDU per tensor) and reports what a
 decoder will reconstruct; :func:`decode_stream` parses and decodes any such stream.
 """
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +16,7 @@ from .cabac import PayloadDecoder, PayloadEncoder
 from .errors import DecodeError
 from .incremental import CodingState
 from .quant.step import step_size, step_size_exact
+from .workers import cores, shared_pool
 
 PROFILE = 1
 
@@ -185,7 +184,7 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     limit = MAX_ELEMENTS if max_elements is None else int(max_elements)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
-    threads = max(1, threads or os.cpu_count() or 1)
+    threads = max(1, threads or cores())
     jobs = []
     for unit in parse_stream(data):
         if unit.type != UnitType.NDU:
@@ -208,8 +207,7 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     # incremental state is updated in stream order, so it rules out NDU-level parallelism
     if threads == 1 or len(jobs) == 1 or state is not None:
         return [run(job, threads) for job in jobs]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(run, jobs))
+    return list(shared_pool().map(run, jobs))
 
 
 def _tensor_name(header: NDUHeader) -> str:

@@ -392,10 +392,18 @@ def test_forged_huge_dims_are_refused_before_allocating(dims, row_skipping):
 
 # ----------------------------------------------------------------------------- parallel decoding
 
+@pytest.fixture
+def small_parallel_chunks(monkeypatch):
+    """Let small test tensors take the parallel path (normally reserved for big ones)."""
+    from nnc_core.cabac import levels
+    monkeypatch.setattr(levels, "PARALLEL_CHUNK_ELEMENTS", 64)
+
+
 @pytest.mark.parametrize("scan_order", [1, 2, 4])
 @pytest.mark.parametrize("use_dq", [True, False])
 @pytest.mark.parametrize("row_skipping", [True, False])
-def test_block_rows_decode_in_parallel_from_entry_points(scan_order, use_dq, row_skipping):
+def test_block_rows_decode_in_parallel_from_entry_points(scan_order, use_dq, row_skipping,
+                                                         small_parallel_chunks):
     rng = np.random.default_rng(scan_order)
     x = gaussian((300, 77), seed=scan_order)
     x[rng.random(300) < 0.2] = 0
@@ -406,7 +414,7 @@ def test_block_rows_decode_in_parallel_from_entry_points(scan_order, use_dq, row
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_wrong_entry_points_are_detected_whatever_the_thread_count(threads):
+def test_wrong_entry_points_are_detected_whatever_the_thread_count(threads, small_parallel_chunks):
     """Entry points are decoder states; one that does not match the payload is an error
     for sequential and parallel decoders alike, so results never depend on threads."""
     import dataclasses

@@ -10,8 +10,6 @@ needs to start mid-tensor.
 The Python surface is two classes, :class:`PayloadEncoder` and :class:`PayloadDecoder`,
 each wrapping one arithmetic-coded segment that may hold several tensors.
 """
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, uint8_t
@@ -19,6 +17,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
 from nnc_core.errors import DecodeError
+from nnc_core.workers import shared_pool
 
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bit_position, dec_bypass,
                      dec_bypass_bits, dec_seek, dec_start, dec_terminate, enc_bin, enc_bypass,
@@ -40,6 +39,7 @@ cdef int PARAM_SET_PENALTY = 3 * 32768     # signalling cost of a non-default se
 # Decoders refuse tensors larger than this unless told otherwise: row skipping and
 # single-entry codebooks code zeros for free, so a few bytes could claim gigabytes.
 DEFAULT_MAX_ELEMENTS = 1 << 28
+PARALLEL_CHUNK_ELEMENTS = 1 << 16    # smallest share of a tensor worth a thread
 
 
 cdef inline Py_ssize_t max_bins(size_t payload_bytes) noexcept nogil:
@@ -787,9 +787,11 @@ cdef class PayloadDecoder:
                 points = <long long*>malloc(sizeof(long long) * 3 * t.num_block_rows)
                 if points == NULL:
                     raise MemoryError()
-            if check_points and threads > 1:
+            # a chunk below PARALLEL_CHUNK_ELEMENTS costs more in hand-off than it gains
+            workers = min(threads, t.num_block_rows, n // PARALLEL_CHUNK_ELEMENTS)
+            if check_points and workers > 1:
                 status, bad = self._decode_parallel(&t, ctx, skip, segs, nseg, op, kp,
-                                                    entry_points_in, threads)
+                                                    entry_points_in, workers)
             elif t.cb_size != 1:
                 with nogil:
                     status = decode_scan(&t, &self.decoder, ctx, skip, segs, 0, nseg, &final_state,
@@ -826,9 +828,9 @@ cdef class PayloadDecoder:
 
     cdef tuple _decode_parallel(self, const TensorCoding* t, const ContextModel* ctx,
                                 const uint8_t* skip, const Segment* segs, Py_ssize_t nseg,
-                                int32_t* out, int32_t* transmitted, entry_points_in, int threads):
+                                int32_t* out, int32_t* transmitted, entry_points_in, int workers):
         cdef _BlockRowJobs jobs = _BlockRowJobs()
-        cdef int chunks = min(threads, t.num_block_rows)
+        cdef int chunks = workers
         cdef int i, j, block_row
         cdef Py_ssize_t si
         cdef long long position = dec_bit_position(&self.decoder)
@@ -865,8 +867,7 @@ cdef class PayloadDecoder:
                     raise DecodeError(f"entry point of block row {block_row} lies outside the payload")
                 jobs.states[i] = state
         jobs.seg_bounds[chunks] = nseg
-        with ThreadPoolExecutor(max_workers=chunks) as pool:
-            list(pool.map(jobs.run, range(chunks)))
+        list(shared_pool().map(jobs.run, range(chunks)))
         for i in range(chunks):
             if jobs.status[i] != DEC_OK:
                 return jobs.status[i], jobs.bad[i]
