@@ -53,7 +53,6 @@ cdef enum:
     DEC_OK = 0
     DEC_PAST_END = 1
     DEC_LEVEL_RANGE = 2
-    DEC_NO_MEMORY = 3
 
 
 ctypedef struct Segment:

@@ -14,7 +14,7 @@ cdef extern from "tables.h" nogil:
     const int16_t NNC_PARAM_INIT_P[9]
     const int8_t NNC_PARAM_INIT_S0[9]
     const uint8_t NNC_DQ_NEXT[16]
-    const int32_t NNC_COST0[1024]
+    const int32_t NNC_COST0[1024]     # bit costs, for encoder decisions (pricing.pxd)
     const int32_t NNC_COST1[1024]
 
 
@@ -61,13 +61,6 @@ cdef inline void model_update(ContextModel* m, int bin) noexcept nogil:
         s1 -= NNC_STEP[16 + ((-s1) >> 7)] >> m.shift_slow
     m.s0 = <int16_t>s0
     m.p = <int16_t>(s1 + 16 * s0)
-
-
-cdef inline int32_t model_cost(const ContextModel* m, int bin) noexcept nogil:
-    """Estimated cost of coding ``bin`` in 1/32768 bit (Annex A.5)."""
-    if bin:
-        return NNC_COST1[512 + (m.p >> 3)]
-    return NNC_COST0[512 + (m.p >> 3)]
 
 
 cdef inline int dq_next_state(int state, long long level) noexcept nogil:
