@@ -70,8 +70,8 @@ def decode(bitstream: bytes, tensor_id: str | None = None, state: CodingState | 
     stream holds several (default: the first). ``state`` is the decoder's incremental
     coding memory (see :func:`encode`). Block-scanned tensors (``scan_order > 0``) decode
     their block rows on ``threads`` cores (default: all) from the entry points.
-    Tensors larger than ``max_elements`` (default ``nnc_core.codec.MAX_ELEMENTS``, 2^28)
-    raise DecodeError instead of being allocated.
+    Streams holding more than ``max_elements`` elements (default
+    ``nnc_core.codec.MAX_ELEMENTS``, 2^28) raise DecodeError instead of being allocated.
     """
     tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements)
     if not tensors:

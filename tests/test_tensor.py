@@ -451,6 +451,32 @@ def test_several_tensors_decode_concurrently():
 
 def test_max_elements_is_a_decode_argument():
     bs = encode(np.zeros((64, 64), np.float32))
-    with pytest.raises(DecodeError, match="exceeds the decoder's limit"):
+    with pytest.raises(DecodeError, match="decoder's limit of 1000"):
         decode(bs, max_elements=1000)
     assert decode(bs, max_elements=4096).shape == (64, 64)
+
+
+def test_element_budget_covers_the_whole_stream():
+    from nnc_core.codec import QuantizedTensor, StreamSettings, decode_stream, encode_stream
+    tensors = [QuantizedTensor(f"t{i}", (32, 32), np.zeros(1024, np.int32), parameter_id=i)
+               for i in range(4)]
+    bs, _ = encode_stream(tensors, StreamSettings())
+    with pytest.raises(DecodeError, match="stream's tensors hold 4096 elements"):
+        decode_stream(bs, max_elements=3000)      # each tensor alone would fit
+    assert len(decode_stream(bs, max_elements=4096)) == 4
+
+
+def test_codebook_with_dq_out_of_range_index_is_a_decode_error():
+    """Another encoder may combine a codebook with DQ; indices the codebook does not have
+    must not reach the reconstruction."""
+    import dataclasses
+
+    from nnc_core.bitstream import UnitType, encode_ndu, parse_stream
+    x = np.random.default_rng(7).choice(np.array([-3.0, 0, 1.5, 2.25], np.float32), (8, 8))
+    bs = encode(x, approx_method="codebook", qp=-40)
+    units = parse_stream(bs)
+    ndu, mps = units[-1], next(u.content for u in units if u.type == UnitType.MPS)
+    assert ndu.content.codebook is not None
+    forged = dataclasses.replace(ndu.content, dq_flag=True)
+    with pytest.raises(DecodeError):
+        decode(bs[:ndu.offset] + encode_ndu(forged, bytes(ndu.payload), mps))

@@ -273,6 +273,10 @@ def _check_dims(dims: tuple[int, ...], fail) -> None:
         raise fail(f"{len(dims)} tensor dimensions (supported: 1..{MAX_TENSOR_DIMENSIONS})")
     if math.prod(dims) > MAX_TENSOR_ELEMENTS:
         raise fail(f"tensor dimensions {list(dims)} hold 2**31 or more elements")
+    # A zero dimension empties the tensor, but the others still size its H x W view (9.1).
+    if math.prod(d for d in dims if d) > MAX_TENSOR_ELEMENTS:
+        raise fail(f"tensor dimensions {list(dims)} without their zeros hold 2**31 or more "
+                   "elements")
 
 
 def _check_id_count(header: NDUHeader, count: int, fail) -> None:

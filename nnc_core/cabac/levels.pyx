@@ -53,6 +53,7 @@ cdef enum:
     DEC_OK = 0
     DEC_PAST_END = 1
     DEC_LEVEL_RANGE = 2
+    DEC_CODEBOOK_RANGE = 3
 
 
 ctypedef struct Segment:
@@ -569,6 +570,10 @@ cdef inline int decode_segments(const TensorCoding* t, ArithDecoder* d, ContextM
                 if r > INT32_MAX or r < -INT32_MAX - 1:
                     bad_index[0] = p
                     return DEC_LEVEL_RANGE
+                # with DQ the codebook bounds the transmitted k, not the index r it yields
+                if t.cb_size and (r < -t.cb_zero or r > t.cb_size - 1 - t.cb_zero):
+                    bad_index[0] = p
+                    return DEC_CODEBOOK_RANGE
                 out[p] = <int32_t>r
                 if transmitted != NULL:
                     transmitted[p] = <int32_t>k
@@ -769,9 +774,10 @@ cdef class PayloadDecoder:
                 if transmitted:
                     kv = coded
                     kp = &kv[0]
-            segs = build_segments(&t, &nseg)
-            if segs == NULL:
-                raise MemoryError()
+            if t.cb_size != 1:             # single-entry codebooks code no levels at all
+                segs = build_segments(&t, &nseg)
+                if segs == NULL:
+                    raise MemoryError()
             if entry_points:
                 points = <long long*>malloc(sizeof(long long) * 3 * t.num_block_rows)
                 if points == NULL:
@@ -804,11 +810,19 @@ cdef class PayloadDecoder:
                         starts.append((position, value, state))
                     check_entry_points(starts, {b: (points[3 * b], points[3 * b + 1], points[3 * b + 2])
                                                 for b in range(1, t.num_block_rows)}, dq)
+            if t.cb_size == 1 and points != NULL:     # no bins: every block row starts alike
+                for i in range(t.num_block_rows):
+                    points[3 * i] = dec_bit_position(&self.decoder)
+                    points[3 * i + 1] = self.decoder.value >> 7
+                    points[3 * i + 2] = 0
             if status == DEC_PAST_END:
                 raise DecodeError(f"payload ends inside the levels, at element {bad} of {n} "
                                   f"(payload is {self.decoder.size} bytes)")
             if status == DEC_LEVEL_RANGE:
                 raise DecodeError(f"decoded level at element {bad} exceeds the int32 range")
+            if status == DEC_CODEBOOK_RANGE:
+                raise DecodeError(f"decoded codebook index at element {bad} lies outside the "
+                                  f"codebook of {cb_size} entries")
             info = {"hdsp": bool(hdsp_flag), "row_skip": bool(t.row_skip)}
             if transmitted:
                 info["transmitted"] = coded
