@@ -21,8 +21,8 @@ from .workers import cores, shared_pool
 
 PROFILE = 1
 
-# Largest tensor (in elements) the decoder accepts; a guard against bitstreams whose
-# header claims a huge tensor that row skipping would fill with zeros for free.
+# Most elements a decoded stream may hold (all tensors together) unless the caller allows
+# more: row skipping fills zeros for free, so a few bytes could otherwise claim gigabytes.
 MAX_ELEMENTS = 1 << 28
 
 
