@@ -13,6 +13,7 @@ import numpy as np
 from .bitstream import (Codebook, EntryPoint, ModelParameterSet, NDUHeader, PayloadType,
                         Topology, UnitType, encode_mps, encode_ndu, encode_start_unit,
                         encode_topology, layer_shape, num_entry_points, parse_stream)
+from .bitstream.ndu import CPT_BI, CPT_BN, CPT_DC, CPT_LS
 from .cabac import PayloadDecoder, PayloadEncoder
 from .errors import DecodeError
 from .incremental import CodingState
@@ -43,6 +44,66 @@ class QuantizedTensor:
         return PayloadType.INT if self.qp is None else PayloadType.FLOAT
 
 
+# Members of a BLOCK NDU in payload order (format note 4.3); the id list in the header
+# names the weight first, then the others in this order, with the bias last.
+BN_ROLES = ("bn_beta", "bn_gamma", "bn_mean", "bn_var")
+
+
+@dataclass
+class QuantizedBlock:
+    """A weight and the per-output-channel tensors that travel with it in one BLOCK NDU:
+    local scales (LS), BatchNorm parameters (BN) and the bias (BI)."""
+    weight: QuantizedTensor
+    scaling: QuantizedTensor | None = None
+    bn: tuple[QuantizedTensor, ...] | None = None    # beta, gamma, mean, var
+    bias: QuantizedTensor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.weight.name
+
+    @property
+    def compressed_parameter_types(self) -> int:
+        return ((CPT_LS if self.scaling else 0) | (CPT_BN if self.bn else 0)
+                | (CPT_BI if self.bias else 0))
+
+    def payload_members(self) -> list[tuple[str, QuantizedTensor]]:
+        """(role, tensor) in the order of the CABAC payload: LS, BI, BN, weight."""
+        members = [("scaling", self.scaling)] if self.scaling else []
+        members += [("bias", self.bias)] if self.bias else []
+        members += list(zip(BN_ROLES, self.bn)) if self.bn else []
+        return members + [("weight", self.weight)]
+
+    def topology_names(self) -> list[str]:
+        names = [self.weight.name] + ([self.scaling.name] if self.scaling else [])
+        names += [t.name for t in self.bn] if self.bn else []
+        return names + ([self.bias.name] if self.bias else [])
+
+
+def payload_roles(compressed_parameter_types: int) -> list[str]:
+    """Member roles of a BLOCK NDU in payload order."""
+    cpt = compressed_parameter_types
+    return ((["scaling"] if cpt & CPT_LS else []) + (["bias"] if cpt & CPT_BI else [])
+            + (list(BN_ROLES) if cpt & CPT_BN else []) + ["weight"])
+
+
+def topology_roles(compressed_parameter_types: int) -> list[str]:
+    """Member roles of a BLOCK NDU in the order of its id list."""
+    cpt = compressed_parameter_types
+    return (["weight"] + (["scaling"] if cpt & CPT_LS else [])
+            + (list(BN_ROLES) if cpt & CPT_BN else []) + (["bias"] if cpt & CPT_BI else []))
+
+
+@dataclass
+class EncodedUnit:
+    """One NDU as written: its bytes, the payload size and what a decoder reconstructs
+    (one array per tensor, in the order of ``names``)."""
+    names: list[str]
+    unit: bytes
+    payload_bytes: int
+    reconstructions: list[np.ndarray]
+
+
 @dataclass
 class StreamSettings:
     qp_density: int = 2
@@ -68,6 +129,7 @@ class DecodedTensor:
     qp: int | None
     values: np.ndarray
     info: dict = field(default_factory=dict)
+    role: str = "tensor"        # inside a BLOCK: "weight", "scaling", "bias", "bn_beta", ...
 
 
 def reconstruct(levels: np.ndarray, dims, qp: int | None, qp_density: int,
@@ -102,24 +164,30 @@ def _coding_args(dims, *, dq: bool, scan_order: int, num_gt: int, codebook: Code
                             cb_zero=codebook.zero_offset if codebook else 0)
 
 
+def _encode_member(encoder: PayloadEncoder, t: QuantizedTensor, s: StreamSettings,
+                   mps: ModelParameterSet, scan_order: int, tca_base=None):
+    """qp bins and levels of one tensor; returns the decoded integers and coder arguments."""
+    rows, cols, args = _coding_args(t.dims, dq=t.dq, scan_order=scan_order,
+                                    num_gt=s.cabac_unary_length_minus1 + 1, codebook=t.codebook,
+                                    parent_present=s.compress_differences, tca_base=tca_base)
+    if t.qp is not None:
+        encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), 6 + mps.qp_density)
+    decoded = encoder.encode_tensor(t.levels, rows, cols, row_skipping=s.row_skipping,
+                                    param_opt=s.param_opt, **args)
+    return decoded, rows, cols, args
+
+
 def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSet,
                     depth: int = 0, tca_base: np.ndarray | None = None):
-    """One NDU for one tensor; returns (unit bytes, decoded integers).
+    """One NDU for one tensor; returns (unit bytes, payload size, decoded integers).
 
     ``depth`` is its put_node_depth; ``tca_base`` the integers of the previous version of
     the tensor when temporal context adaptation is used.
     """
     rows, cols = layer_shape(t.dims)
     scan_order = t.scan_order if len(t.dims) > 1 and rows > 1 and cols > 1 else 0
-    rows, cols, args = _coding_args(t.dims, dq=t.dq, scan_order=scan_order,
-                                    num_gt=s.cabac_unary_length_minus1 + 1, codebook=t.codebook,
-                                    parent_present=s.compress_differences, tca_base=tca_base)
-    qp_bits = 6 + mps.qp_density if t.qp is not None else 0
     encoder = PayloadEncoder()
-    if qp_bits:
-        encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), qp_bits)
-    decoded = encoder.encode_tensor(t.levels, rows, cols, row_skipping=s.row_skipping,
-                                    param_opt=s.param_opt, **args)
+    decoded, rows, cols, args = _encode_member(encoder, t, s, mps, scan_order, tca_base)
     payload = encoder.finish()
     header = NDUHeader(
         payload_type=t.payload_type, names=[t.name], parameter_id=t.parameter_id,
@@ -128,8 +196,35 @@ def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSe
         dims=tuple(t.dims), cabac_unary_length_minus1=s.cabac_unary_length_minus1,
         scan_order=scan_order)
     if num_entry_points(t.dims, scan_order):
+        qp_bits = 6 + mps.qp_density if t.qp is not None else 0
         header.entry_points = _entry_points(payload, qp_bits, rows, cols, args)
-    return encode_ndu(header, payload, mps, PROFILE), decoded
+    return encode_ndu(header, payload, mps, PROFILE), len(payload), decoded
+
+
+def encode_block_unit(block: QuantizedBlock, s: StreamSettings, mps: ModelParameterSet,
+                      depth: int = 0):
+    """One BLOCK NDU (format note 4.3): every member's qp and levels in one CABAC payload,
+    contexts re-initialised per member; raster scan, uniform or dependent quantization
+    shared by all members. Returns (unit bytes, payload size, decoded integers per member
+    in payload order)."""
+    w = block.weight
+    members = block.payload_members()
+    for role, t in members:
+        if t.qp is None or t.codebook is not None or t.dq != w.dq:
+            raise ValueError(f"block {w.name!r}: member {t.name!r} must be a quantized tensor "
+                             "without codebook sharing the weight's dq flag")
+        if role != "weight" and tuple(t.dims) != (w.dims[0],):
+            raise ValueError(f"block {w.name!r}: {role} {t.name!r} has shape {t.dims}, "
+                             f"expected ({w.dims[0]},)")
+    encoder = PayloadEncoder()
+    decoded = [_encode_member(encoder, t, s, mps, 0)[0] for _, t in members]
+    payload = encoder.finish()
+    header = NDUHeader(
+        payload_type=PayloadType.BLOCK, names=block.topology_names(), parameter_id=w.parameter_id,
+        put_node_depth=depth, parent_node_id_present=s.compress_differences, dq_flag=w.dq,
+        compressed_parameter_types=block.compressed_parameter_types, dims=tuple(w.dims),
+        cabac_unary_length_minus1=s.cabac_unary_length_minus1)
+    return encode_ndu(header, payload, mps, PROFILE), len(payload), decoded
 
 
 def _entry_points(payload: bytes, qp_bits: int, rows: int, cols: int, args: dict) -> list[EntryPoint]:
@@ -140,21 +235,35 @@ def _entry_points(payload: bytes, qp_bits: int, rows: int, cols: int, args: dict
     return [EntryPoint(offset, value, state) for offset, value, state in info["entry_points"]]
 
 
-def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
-                  state: CodingState | None = None) -> tuple[bytes, list]:
-    """A complete bitstream and, per tensor, the values a decoder reconstructs
-    (None for tensors whose NDU is omitted: all-zero updates under parent signalling).
+def _all_zero(t: QuantizedTensor) -> bool:
+    return not np.any(t.levels) and t.codebook is None
+
+
+def encode_units(items: list[QuantizedTensor | QuantizedBlock], settings: StreamSettings,
+                 state: CodingState | None = None) -> tuple[list[bytes], list[EncodedUnit | None]]:
+    """The leading units (start, MPS, topology) and one NDU per item (None for an NDU that
+    is omitted: an all-zero update under parent signalling).
 
     With a ``state``, NDUs carry their depth in the parameter update tree and, if
     ``settings.tca``, use the previous version of each tensor as context (§10).
     """
     mps = settings.mps()
-    parts = [encode_start_unit(PROFILE), encode_mps(mps, PROFILE),
-             encode_topology(Topology(storage_format=settings.topology_format))]
-    reconstructions = []
-    for t in tensors:
-        if mps.parent_signalling_enabled and not np.any(t.levels) and t.codebook is None:
-            reconstructions.append(None)
+    head = [encode_start_unit(PROFILE), encode_mps(mps, PROFILE),
+            encode_topology(Topology(storage_format=settings.topology_format))]
+    units = []
+    for item in items:
+        if isinstance(item, QuantizedBlock):
+            if state is not None:
+                raise ValueError("incremental coding of BLOCK NDUs is not supported")
+            unit, payload_bytes, decoded = encode_block_unit(item, settings, mps)
+            members = [t for _, t in item.payload_members()]
+            units.append(EncodedUnit(
+                [t.name for t in members], unit, payload_bytes,
+                [reconstruct(d, t.dims, t.qp, mps.qp_density, None) for d, t in zip(decoded, members)]))
+            continue
+        t = item
+        if mps.parent_signalling_enabled and _all_zero(t):
+            units.append(None)
             continue
         depth, tca_base = 0, None
         if state is not None:
@@ -162,12 +271,21 @@ def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
             previous = state.previous(t.name)
             if settings.tca and previous is not None and previous.levels.size == t.levels.size:
                 tca_base = previous.levels
-        unit, decoded = encode_ndu_unit(t, settings, mps, depth, tca_base)
+        unit, payload_bytes, decoded = encode_ndu_unit(t, settings, mps, depth, tca_base)
         if state is not None:
             state.record(t.name, t.parameter_id, depth, decoded)
-        parts.append(unit)
-        reconstructions.append(reconstruct(decoded, t.dims, t.qp, mps.qp_density, t.codebook))
-    return b"".join(parts), reconstructions
+        units.append(EncodedUnit([t.name], unit, payload_bytes,
+                                 [reconstruct(decoded, t.dims, t.qp, mps.qp_density, t.codebook)]))
+    return head, units
+
+
+def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
+                  state: CodingState | None = None) -> tuple[bytes, list]:
+    """A complete bitstream of single-tensor NDUs and, per tensor, the values a decoder
+    reconstructs (None for tensors whose NDU is omitted, see :func:`encode_units`)."""
+    head, units = encode_units(tensors, settings, state)
+    body = [u.unit for u in units if u is not None]
+    return b"".join(head + body), [u.reconstructions[0] if u else None for u in units]
 
 
 def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bool = False,
@@ -193,12 +311,12 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
             continue
         header: NDUHeader = unit.content
         where = f"unit {unit.index} (NDU '{_tensor_name(header)}', byte {unit.offset})"
-        if header.payload_type not in (PayloadType.INT, PayloadType.FLOAT):
+        if header.payload_type not in (PayloadType.INT, PayloadType.FLOAT, PayloadType.BLOCK):
             raise DecodeError(f"{where}: payload type {PayloadType(header.payload_type).name} "
-                              "is not supported by the tensor decoder")
+                              "is not supported by the decoder")
         jobs.append((where, unit))
     # the limit holds for the whole stream: many small NDUs cannot add up to a bomb either
-    claimed = sum(math.prod(unit.content.dims) for _, unit in jobs)
+    claimed = sum(_claimed_elements(unit.content) for _, unit in jobs)
     if claimed > limit:
         raise DecodeError(f"the stream's tensors hold {claimed} elements, more than the "
                           f"decoder's limit of {limit} (pass max_elements= to allow it)")
@@ -213,21 +331,79 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
 
     # incremental state is updated in stream order, so it rules out NDU-level parallelism
     if threads == 1 or len(jobs) == 1 or state is not None:
-        return [run(job, threads) for job in jobs]
-    return list(shared_pool().map(run, jobs))
+        per_unit = [run(job, threads) for job in jobs]
+    else:
+        per_unit = list(shared_pool().map(run, jobs))
+    return [t for tensors in per_unit for t in tensors]
+
+
+def _claimed_elements(header: NDUHeader) -> int:
+    """Elements an NDU header announces (a BLOCK adds one vector of dims[0] per member)."""
+    size = math.prod(header.dims)
+    if header.is_block and header.dims:
+        size += header.dims[0] * (len(payload_roles(header.compressed_parameter_types)) - 1)
+    return size
+
+
+def _tensor_names(header: NDUHeader) -> list[str]:
+    """The tensor ids: names, or "#index" when the MPS uses topology-indexed references."""
+    return list(header.names) or [f"#{i}" for i in header.element_indices] or [""]
 
 
 def _tensor_name(header: NDUHeader) -> str:
-    """The tensor's id: its name, or "#index" when the MPS uses topology-indexed references."""
-    if header.names:
-        return header.names[0]
-    return f"#{header.element_indices[0]}" if header.element_indices else ""
+    return _tensor_names(header)[0]
+
+
+def _read_qp(decoder: PayloadDecoder, qp_density: int, qp_base: int) -> int:
+    bits = 6 + qp_density
+    raw = decoder.bypass_bits(bits)
+    qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + qp_base
+    # The step is (k + (qp mod k)) * 2^((qp >> d) - d) < 2^((qp >> d) + 1); beyond 2^128
+    # it overflows float32 (no float32 tensor can need it).
+    if qp >> qp_density > 127:
+        raise DecodeError(f"qp {qp} (qp_density {qp_density}, qp base {qp_base}) gives a "
+                          "step size beyond the float32 range")
+    return qp
+
+
+def _decode_block(payload, header: NDUHeader, quantization: tuple[int, int],
+                  transmitted: bool, max_elements: int) -> list[DecodedTensor]:
+    """Decode the members of a BLOCK NDU, in payload order (format note 4.3)."""
+    qp_density, qp_base = quantization
+    cpt = header.compressed_parameter_types
+    for unsupported, why in ((cpt & CPT_DC, "decomposed weights (DC)"),
+                             (header.codebook is not None, "a codebook"),
+                             (header.scan_order, "block scan orders"),
+                             (header.temporal_context_modeling, "temporal context adaptation")):
+        if unsupported:
+            raise DecodeError(f"BLOCK NDUs with {why} are not supported")
+    if not header.dims:
+        raise DecodeError("a BLOCK NDU needs the weight's dimensions")
+    names = dict(zip(topology_roles(cpt), _tensor_names(header)))
+    decoder = PayloadDecoder(payload)
+    members = []
+    for role in payload_roles(cpt):
+        dims = tuple(header.dims) if role == "weight" else (header.dims[0],)
+        qp = _read_qp(decoder, qp_density, qp_base)
+        rows, cols, args = _coding_args(
+            dims, dq=bool(header.dq_flag), scan_order=0, num_gt=header.cabac_unary_length_minus1 + 1,
+            codebook=None, parent_present=header.parent_node_id_present)
+        levels, info = decoder.decode_tensor(rows, cols, transmitted=transmitted,
+                                             max_elements=max_elements, **args)
+        values = reconstruct(levels, dims, qp, qp_density, None)
+        members.append(DecodedTensor(names[role], header, levels, qp, values, info, role))
+    decoder.finish()
+    return members
 
 
 def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
                 state: CodingState | None, transmitted: bool = False, threads: int = 1,
-                max_elements: int = MAX_ELEMENTS) -> DecodedTensor:
+                max_elements: int = MAX_ELEMENTS) -> list[DecodedTensor]:
     """Decode one NDU; ``quantization`` is the (qp_density, qp_base) in force."""
+    if header.is_block:
+        if state is not None:
+            raise DecodeError("incremental decoding of BLOCK NDUs is not supported")
+        return _decode_block(payload, header, quantization, transmitted, max_elements)
     qp_density, qp_base = quantization
     dims = tuple(header.dims)
     name = _tensor_name(header)
@@ -244,14 +420,7 @@ def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
     decoder = PayloadDecoder(payload)
     qp = None
     if header.payload_type == PayloadType.FLOAT:
-        bits = 6 + qp_density
-        raw = decoder.bypass_bits(bits)
-        qp = (raw - (1 << bits) if raw >> (bits - 1) else raw) + qp_base
-        # The step is (k + (qp mod k)) * 2^((qp >> d) - d) < 2^((qp >> d) + 1); beyond 2^128
-        # it overflows float32 (no float32 tensor can need it).
-        if qp >> qp_density > 127:
-            raise DecodeError(f"qp {qp} (qp_density {qp_density}, qp base {qp_base}) gives a "
-                              "step size beyond the float32 range")
+        qp = _read_qp(decoder, qp_density, qp_base)
     codebook = header.codebook if header.payload_type == PayloadType.FLOAT else None
     rows, cols, args = _coding_args(
         dims, dq=bool(header.dq_flag) and header.payload_type == PayloadType.FLOAT,
@@ -266,4 +435,4 @@ def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
     if state is not None:
         state.record(name, header.parameter_id, header.put_node_depth, levels)
     values = reconstruct(levels, dims, qp, qp_density, codebook)
-    return DecodedTensor(name, header, levels, qp, values, info)
+    return [DecodedTensor(name, header, levels, qp, values, info)]

@@ -1,4 +1,7 @@
-"""Measures of coded tensors: reconstruction quality and the entropy bound of the levels."""
+"""Measures of coded tensors: reconstruction quality, the entropy bound of the levels and the
+classic lossless baselines (Huffman, bzip2) that DeepCABAC is compared with."""
+import bz2
+import heapq
 import math
 
 import numpy as np
@@ -32,3 +35,37 @@ def entropy_bits(levels) -> float:
         counts = np.unique(k, return_counts=True)[1]
     p = counts / k.size
     return float(-(p * np.log2(p)).sum())
+
+
+def huffman_bits(levels) -> int:
+    """Payload size in bits of a static Huffman code built for these integer ``levels``
+    (Huffman 1952), code table not included: the classic baseline DeepCABAC is compared
+    with. A single distinct symbol still costs one bit per element."""
+    counts = np.unique(np.asarray(levels).ravel(), return_counts=True)[1]
+    if counts.size == 0:
+        return 0
+    if counts.size == 1:
+        return int(counts[0])
+    # The total code length equals the sum of the merged weights (each merge adds one bit
+    # to every symbol beneath it), so the tree itself is never built.
+    heap = [int(c) for c in counts]
+    heapq.heapify(heap)
+    total = 0
+    while len(heap) > 1:
+        merged = heapq.heappop(heap) + heapq.heappop(heap)
+        total += merged
+        heapq.heappush(heap, merged)
+    return total
+
+
+def bzip2_bytes(levels) -> int:
+    """Size of the integer ``levels`` compressed by bzip2 (level 9), stored in the narrowest
+    signed integer type that holds them: the general-purpose lossless baseline."""
+    k = np.asarray(levels).ravel()
+    dtype = np.int32
+    for candidate in (np.int8, np.int16):
+        info = np.iinfo(candidate)
+        if k.size == 0 or (k.min() >= info.min and k.max() <= info.max):
+            dtype = candidate
+            break
+    return len(bz2.compress(k.astype(dtype).tobytes(), 9))

@@ -21,6 +21,11 @@ working directory. Jobs:
     ``args`` if present there. An ``.npz`` input codes all its arrays (names = keys) and
     the decoded result is then saved as ``.npz`` (decoded with ``nncodec.nnc.decompress``).
 
+``{"op": "encode", "api": "model", "model": "conv_bn_fc", "seed": 0, "args": {...}, ...}``
+    ``nncodec.nnc.compress_model(model, bitstream_path=None, return_bitstream=True,
+    verbose=False, **args)`` on ``model_zoo.build(model, seed)``; decoded with
+    ``nncodec.nnc.decompress`` into an ``.npz`` (local scales not applied).
+
 ``{"op": "decode", "bitstream": "in.nnc", "tensor_id": "0", "decoded": "out.npy"}``
     ``nncodec.tensor.decode``; with ``"tensor_id": null`` (or absent) the whole stream is
     decoded with ``nncodec.nnc.decompress`` and saved as ``.npz``.
@@ -125,7 +130,7 @@ class Driver:
     def op_encode(self, job, result):
         api = job.get("api", "tensor")
         args = dict(job.get("args") or {})
-        x = self.load_input(job["input"])
+        x = self.load_input(job["input"]) if "input" in job else None
         key = job.get("state")
         enc_state = self.state(key)
         dec_state = self.state(None if key is None else key + "#selfdec")
@@ -139,6 +144,14 @@ class Driver:
             args["tensor_id"] = tensor_id
             bs = self.tensor_api.encode(x, args, approx_param_base=enc_state)
             multi = False
+        elif api == "model":
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import model_zoo
+            model = model_zoo.build(job["model"], job.get("seed", 0))
+            kwargs = dict(bitstream_path=None, return_bitstream=True, verbose=False)
+            kwargs.update(args)
+            bs = self.nnc.compress_model(model, **kwargs)
+            tensor_id, multi = None, True
         elif api == "compress":
             if isinstance(x, dict):
                 params = x

@@ -143,6 +143,18 @@ class EncodeCase:
 
 
 @dataclasses.dataclass
+class ModelEncodeCase:
+    """One reference model encode: ``nnc.compress_model`` on ``model_zoo.build(model, seed)``
+    with reference keyword ``args``; decoded with ``nnc.decompress`` (a dict)."""
+
+    model: str
+    args: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    state: Optional[str] = None
+    id: Optional[str] = None
+
+
+@dataclasses.dataclass
 class DecodeCase:
     """One reference decode of ``bitstream``; ``tensor_id=None`` decodes all tensors (dict)."""
 
@@ -310,6 +322,10 @@ class ReferenceRunner:
                 job = {"op": "encode", "api": c.api, "input": inp, "args": dict(c.args),
                        "tensor_id": c.tensor_id, "bitstream": f"{stem}.nnc",
                        "decoded": dec if decode_encodes else None}
+            elif isinstance(c, ModelEncodeCase):
+                job = {"op": "encode", "api": "model", "model": c.model, "seed": c.seed,
+                       "args": dict(c.args), "bitstream": f"{stem}.nnc",
+                       "decoded": f"{stem}_dec.npz" if decode_encodes else None}
             elif isinstance(c, DecodeCase):
                 (workdir / f"{stem}_in.nnc").write_bytes(bytes(c.bitstream))
                 dec = f"{stem}_dec.npz" if c.tensor_id is None else f"{stem}_dec.npy"

@@ -1,0 +1,121 @@
+"""Training and evaluation loops shared by the experiment scripts.
+
+Classification reports top-1/top-5 accuracy in percent; segmentation reports the mean
+intersection over union (mIoU, Everingham et al. 2010) over the classes present in the
+ground truth or the prediction, accumulated over the whole set (not averaged per image).
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+IGNORE_INDEX = 255
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` if given ("cpu", "cuda", "cuda:1", "mps"), else cuda when available."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _logits(output):
+    """Segmentation models of torchvision return a dict; use its "out" head."""
+    return output["out"] if isinstance(output, dict) else output
+
+
+def _batches(loader, max_batches: int | None, desc: str, verbose: bool = True):
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    return tqdm(itertools.islice(loader, total), total=total, desc=desc, leave=False,
+                disable=not verbose, dynamic_ncols=True)
+
+
+def train_one_epoch(model, loader, optimizer, device, *, task: str = "classification",
+                    max_batches: int | None = None, desc: str = "train", verbose: bool = True,
+                    scheduler=None) -> float:
+    """One pass of cross-entropy training; returns the mean loss."""
+    model.train()
+    total, count = 0.0, 0
+    bar = _batches(loader, max_batches, desc, verbose)
+    for inputs, targets in bar:
+        inputs, targets = inputs.to(device), targets.to(device)
+        loss = F.cross_entropy(_logits(model(inputs)), targets, ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * inputs.shape[0]
+        count += inputs.shape[0]
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_classification(model, loader, device, *, max_batches: int | None = None,
+                            desc: str = "eval", verbose: bool = True) -> dict:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy."""
+    model.eval()
+    correct1 = correct5 = count = 0
+    loss = 0.0
+    for inputs, targets in _batches(loader, max_batches, desc, verbose):
+        inputs, targets = inputs.to(device), targets.to(device)
+        logits = _logits(model(inputs))
+        loss += F.cross_entropy(logits, targets, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == targets[:, None]
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+        count += targets.numel()
+    count = max(count, 1)
+    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
+            "loss": loss / count, "samples": count}
+
+
+@torch.no_grad()
+def evaluate_segmentation(model, loader, device, num_classes: int, *,
+                          max_batches: int | None = None, desc: str = "eval",
+                          verbose: bool = True) -> dict:
+    """Mean IoU and pixel accuracy (percent) from a confusion matrix over the whole set;
+    pixels labelled 255 are ignored."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for inputs, targets in _batches(loader, max_batches, desc, verbose):
+        logits = _logits(model(inputs.to(device)))
+        if logits.shape[-2:] != targets.shape[-2:]:
+            logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        pred = logits.argmax(1).cpu().flatten()
+        truth = targets.flatten()
+        valid = truth != IGNORE_INDEX
+        confusion += torch.bincount(truth[valid] * num_classes + pred[valid],
+                                    minlength=num_classes ** 2).view(num_classes, num_classes)
+    return segmentation_scores(confusion)
+
+
+def segmentation_scores(confusion: torch.Tensor) -> dict:
+    """mIoU over classes that occur in the ground truth or the prediction; pixel accuracy."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = union > 0
+    iou = tp[present] / union[present]
+    pixels = confusion.sum().item()
+    return {"mIoU": 100.0 * iou.mean().item() if present.any() else 0.0,
+            "pixel_acc": 100.0 * tp.sum().item() / pixels if pixels else 0.0,
+            "samples": int(pixels)}
+
+
+def evaluate(model, loader, device, task: str, num_classes: int, **kwargs) -> dict:
+    """Evaluate for the task ("classification" or "segmentation")."""
+    if task == "segmentation":
+        return evaluate_segmentation(model, loader, device, num_classes, **kwargs)
+    return evaluate_classification(model, loader, device, **kwargs)
+
+
+def headline(metrics: dict, task: str) -> tuple[str, float]:
+    """The number a paper table shows for the task."""
+    return ("mIoU", metrics["mIoU"]) if task == "segmentation" else ("top1", metrics["top1"])

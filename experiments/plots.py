@@ -1,0 +1,69 @@
+"""Figures of compression runs: rate-accuracy curves and segmentation masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_rate_accuracy(runs: list[dict], path: str | Path, title: str = "") -> Path:
+    """Decoded accuracy (or mIoU) against compressed size, one point per qp, with the
+    uncompressed model as a horizontal line."""
+    runs = sorted(runs, key=lambda r: r["compressed_bytes"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    kib = [r["compressed_bytes"] / 1024 for r in runs]
+    ax.plot(kib, [r["decoded"] for r in runs], "o-", label="NNC (decoded)")
+    for r, x in zip(runs, kib):
+        ax.annotate(f"qp {r['qp']}", (x, r["decoded"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
+    ax.axhline(runs[0]["original"], color="gray", ls="--", label="uncompressed")
+    ax.set_xscale("log")
+    ax.set_xlabel("compressed size [KiB]")
+    ax.set_ylabel(runs[0]["metric_name"] + " [%]")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def colorize(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """RGB image of a class-index mask (255 = ignore, shown white)."""
+    cmap = plt.get_cmap("tab20", max(num_classes, 2))
+    rgb = cmap(np.clip(mask, 0, num_classes - 1) % cmap.N)[..., :3]
+    rgb[mask == 255] = 1.0
+    return rgb
+
+
+def plot_segmentation_masks(images, truths, predictions: dict, num_classes: int,
+                            path: str | Path, mean=None, std=None) -> Path:
+    """Grid: one row per image; columns image, ground truth, then one prediction per
+    label of ``predictions`` (e.g. "original", "qp -32")."""
+    n = len(images)
+    cols = 2 + len(predictions)
+    fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.2 * n), squeeze=False)
+    for i in range(n):
+        img = np.asarray(images[i], dtype=np.float32)
+        if mean is not None:
+            img = img * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
+        img = np.clip(img.transpose(1, 2, 0), 0, 1)
+        panels = [("image", img.squeeze(-1) if img.shape[-1] == 1 else img),
+                  ("ground truth", colorize(np.asarray(truths[i]), num_classes))]
+        panels += [(label, colorize(np.asarray(p[i]), num_classes)) for label, p in predictions.items()]
+        for ax, (label, picture) in zip(axes[i], panels):
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

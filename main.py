@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Compress a neural network with NNC (ISO/IEC 15938-17), evaluate it, and report.
+
+With no arguments, compresses the ResNet-20 trained on Fashion-MNIST that ships in
+example/weights/ and evaluates it on the Fashion-MNIST test set:
+
+    python main.py                                   # qp -32, uniform quantization
+    python main.py --use_dq --bnf --lsa --qp -26     # the paper's full tool chain
+    python main.py --qp_sweep -44 -38 -32 -26 -20    # several qps, rate-accuracy plot
+    python main.py --model resnet56 --dataset cifar100 --model_path resnet56.pt --use_dq
+    python main.py --model resnet50 --dataset imagenet --dataset_path /data/imagenet --use_dq
+    python main.py --model resnet20 --dataset fashion_mnist --pre_train_model --epochs 15 --lr 0.1
+
+Results go to --results: a JSON file, the .nnc bitstream of every qp, the resolved
+args.yaml and, for a sweep, a rate-accuracy plot.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import datasets
+import models
+from experiments.config import parse_with_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=f"models: {', '.join(models.list_models())}; timm models as timm/<name>.\n"
+               f"datasets: {', '.join(datasets.list_datasets())}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    coding = parser.add_argument_group("coding (names as in NNCodec)")
+    coding.add_argument("--qp", type=int, default=-32,
+                        help="quantization parameter of weights; step about 2^(qp/4) (default -32)")
+    coding.add_argument("--nonweight_qp", type=int, default=-75,
+                        help="qp of biases and BatchNorm parameters (default -75)")
+    coding.add_argument("--qp_density", type=int, default=2, help="qp steps per octave = 2^d (default 2)")
+    coding.add_argument("--qp_sweep", type=int, nargs="+", metavar="QP",
+                        help="code at each of these qps in one run and plot rate against accuracy")
+    coding.add_argument("--opt_qp", action="store_true",
+                        help="choose a qp per layer from its relative size and spread")
+    coding.add_argument("--use_dq", action="store_true", help="dependent (trellis) quantization")
+    coding.add_argument("--bnf", action="store_true", help="fold BatchNorm into the preceding layers")
+    coding.add_argument("--lsa", action="store_true",
+                        help="local scaling adaptation: train per-channel scales after quantization")
+    coding.add_argument("--approx_method", choices=["uniform", "codebook"], default="uniform")
+    coding.add_argument("--bitdepth", type=int, default=None,
+                        help="integer bit depth of the quantized weights (default: none)")
+    data = parser.add_argument_group("model and data")
+    data.add_argument("--model", default="resnet20", help="registered model name (see below)")
+    data.add_argument("--model_path", default=None,
+                      help="checkpoint to load (default: the shipped one for the default "
+                           "model, else pretrained weights)")
+    data.add_argument("--dataset", default="fashion_mnist", help="registered dataset name")
+    data.add_argument("--dataset_path", default=None,
+                      help="dataset root (default: the dataset's usual place)")
+    data.add_argument("--batch_size", type=int, default=64)
+    data.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    data.add_argument("--max_batches", type=int, default=None,
+                      help="train (pre-training, LSA) on at most this many batches per epoch")
+    data.add_argument("--max_eval_batches", type=int, default=None,
+                      help="evaluate on at most this many batches (default: the whole test set)")
+    train = parser.add_argument_group("training (pre-training and LSA)")
+    train.add_argument("--pre_train_model", action="store_true",
+                       help="train the model first and save it to --model_path")
+    train.add_argument("--epochs", type=int, default=1, help="epochs of pre-training or LSA")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate of pre-training or LSA")
+    add("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    add("--seed", type=int, default=0)
+    add("--results", default="results", help="output directory (default ./results)")
+    add("--config", default=None, help="YAML file of flag defaults (command-line flags win)")
+    add("--plot_segmentation_masks", action="store_true",
+        help="save images, ground truth and predicted masks before and after compression")
+    add("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
+    add("--wandb_key", default=None, help="W&B API key (never saved)")
+    add("--wandb_run_name", default=None)
+    add("--verbose", action=argparse.BooleanOptionalAction, default=True,
+        help="progress bars and per-layer tables")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parse_with_config(build_parser(), argv)
+    from experiments.nnc_run import run
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""main.py as users run it: the default job, a qp sweep, the tools, wandb offline, --help."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnc_core import nn as nnc_nn
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / "example" / "weights" / "fmnist_resnet20.pt"
+FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+needs_data = pytest.mark.skipif(not FMNIST.exists(),
+                                reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+def run_main(*args, timeout=600, env=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline", **(env or {}))
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_help_lists_flags_models_and_datasets():
+    out = run_main("--help")
+    for flag in ("--qp", "--nonweight_qp", "--qp_density", "--opt_qp", "--use_dq", "--lsa", "--bnf",
+                 "--batch_size", "--epochs", "--max_batches", "--lr", "--model", "--model_path",
+                 "--dataset", "--dataset_path", "--results", "--workers", "--wandb", "--wandb_key",
+                 "--wandb_run_name", "--pre_train_model", "--plot_segmentation_masks", "--verbose",
+                 "--device", "--config", "--qp_sweep"):
+        assert flag in out, flag
+    assert "resnet20" in out and "deeplabv3_resnet50" in out and "fashion_mnist" in out
+
+
+@needs_data
+def test_default_job(tmp_path):
+    """`python main.py`: the shipped ResNet-20, Fashion-MNIST test set, qp -32."""
+    out = run_main("--results", str(tmp_path), "--no-verbose")
+    result = json.loads((tmp_path / "resnet20_results.json").read_text())
+    (run,) = result["runs"]
+    assert result["weights"].endswith("fmnist_resnet20.pt")
+    assert run["decoded_metrics"]["samples"] == 10000
+    assert run["original"] > 90 and abs(run["drop"]) < 1.0
+    assert 4 < run["ratio"] < 32 and run["compressed_bytes"] == (tmp_path / run["bitstream"]).stat().st_size
+    assert set(run["coders"]) == {"DeepCABAC (NNC)", "Huffman", "bzip2", "entropy bound"}
+    # DeepCABAC beats Huffman and bzip2 on the same levels; nothing beats the bound by much
+    c = run["coders"]
+    assert c["DeepCABAC (NNC)"] < min(c["Huffman"], c["bzip2"])
+    assert (tmp_path / "args.yaml").exists() and "entropy bound" in out
+    decoded = nnc_nn.decode((tmp_path / run["bitstream"]).read_bytes())
+    assert len(decoded) == sum(len(l["members"]) for l in run["layers"])
+
+
+@needs_data
+def test_sweep_with_all_tools_and_wandb_offline(tmp_path):
+    out = run_main("--qp_sweep", "-30", "-24", "--use_dq", "--bnf", "--lsa", "--opt_qp",
+                   "--max_batches", "3", "--max_eval_batches", "4", "--batch_size", "32",
+                   "--results", str(tmp_path), "--wandb", "--wandb_run_name", "smoke", "--no-verbose")
+    result = json.loads((tmp_path / "resnet20_results.json").read_text())
+    runs = result["runs"]
+    assert [r["qp"] for r in runs] == [-30, -24]
+    assert runs[1]["compressed_bytes"] < runs[0]["compressed_bytes"]
+    assert all(l["kind"].startswith("block(") for l in runs[0]["layers"] if "conv" in l["name"])
+    assert (tmp_path / "resnet20_rate_accuracy.png").stat().st_size > 1000
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "no offline wandb run"
+    assert "qp" in out
+
+
+@needs_data
+def test_config_file_and_bad_checkpoint(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("qp: -20\nmax_eval_batches: 2\nverbose: false\n")
+    run_main("--config", str(cfg), "--results", str(tmp_path))
+    assert json.loads((tmp_path / "resnet20_results.json").read_text())["runs"][0]["qp"] == -20
+    bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "--model_path", str(tmp_path / "nope.pt"),
+                          "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "not found" in bad.stderr
+
+
+def test_shipped_checkpoint_is_small_and_loads():
+    import models
+    assert CHECKPOINT.stat().st_size < 2_000_000
+    model = models.create_model("resnet20", num_classes=10, in_chans=1)
+    meta = models.load_checkpoint(model, CHECKPOINT)
+    assert meta.get("test_top1", 0) > 90
+    assert np.isfinite(sum(p.sum().item() for p in model.parameters()))
