@@ -105,14 +105,15 @@ def pre_train(model, args, info, device, log: RunLogger) -> Path:
 
 
 def coder_comparison(coded) -> dict:
-    """Bytes of the same coded levels under DeepCABAC, Huffman, bzip2 and the entropy bound."""
+    """Bytes of the same coded levels under DeepCABAC, Huffman, bzip2 and their
+    zeroth-order entropy."""
     quantized = [t for t in coded.tensors if t.levels is not None]
     levels = [t.levels.ravel() for t in quantized]
     return {
         "DeepCABAC (NNC)": sum(t.payload_bytes for t in quantized),
         "Huffman": int(np.ceil(sum(huffman_bits(l) for l in levels) / 8)),
         "bzip2": bzip2_bytes(np.concatenate(levels)) if levels else 0,
-        "entropy bound": int(np.ceil(sum(entropy_bits(l) * l.size for l in levels) / 8)),
+        "0th-order entropy": int(np.ceil(sum(entropy_bits(l) * l.size for l in levels) / 8)),
     }
 
 

@@ -1,7 +1,8 @@
 """Result tables of a compression run: the per-layer table and the entropy-coder comparison.
 
 The comparison codes the same integer levels four ways: DeepCABAC (the NNC bitstream),
-a static Huffman code, bzip2, and the zeroth-order entropy bound. The levels are the
+a static Huffman code, bzip2, and their zeroth-order entropy (the bound of any memoryless
+code; a context-adaptive coder such as DeepCABAC can go below it). The levels are the
 *transmitted* ones: under dependent quantization that is ``k``, not the reconstruction
 integer ``r`` (the reference demo measured ``r``, whose entropy is higher, and so
 overstated the bound).
