@@ -5,7 +5,7 @@ Runs ``main.py`` over a qp sweep for each tool configuration (uniform quantizati
 DQ + BNF, DQ + BNF + LSA) and writes ``benchmarks/results/nnc_reproduction.json``, a
 rate-accuracy plot (``nnc_reproduction.png``) and the Markdown table of the README.
 
-    env/bin/python benchmarks/nnc_reproduction.py                 # qp -44 ... -20
+    env/bin/python benchmarks/nnc_reproduction.py                 # qp -44 ... -12
     env/bin/python benchmarks/nnc_reproduction.py --qps -32 -26 --max_eval_batches 10
 """
 from __future__ import annotations
@@ -35,11 +35,17 @@ CONFIGS = {
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| tools | qp | top-1 % | drop | bytes | ratio | bits/param |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(f"| {r['tools']} | {r['qp']} | {r['decoded']:.2f} | {r['drop']:+.2f} | "
-                     f"{r['compressed_bytes']:,} | {r['ratio']:.1f} | {r['bits_per_param']:.2f} |")
+    """One row per qp, one column per tool set: top-1 (change) and size (ratio)."""
+    tools = [t for t in CONFIGS if any(r["tools"] == t for r in rows)]
+    cell = {(r["tools"], r["qp"]): r for r in rows}
+    lines = ["| qp | " + " | ".join(tools) + " |", "| ---: |" + " ---: |" * len(tools)]
+    for qp in sorted({r["qp"] for r in rows}):
+        cells = []
+        for t in tools:
+            r = cell.get((t, qp))
+            cells.append("" if r is None else f"{r['decoded']:.2f} ({r['drop']:+.2f}), "
+                         f"{r['compressed_bytes'] / 1000:.1f} kB ({r['ratio']:.1f}x)")
+        lines.append(f"| {qp} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -65,7 +71,7 @@ def plot(rows: list[dict], original: float, path: Path) -> None:
 
 def main_(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--qps", type=int, nargs="+", default=[-44, -40, -36, -32, -28, -24, -20])
+    parser.add_argument("--qps", type=int, nargs="+", default=[-44, -40, -36, -32, -28, -24, -20, -16, -12])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--max_batches", type=int, default=200, help="LSA training batches")
     parser.add_argument("--max_eval_batches", type=int, default=None)

@@ -145,9 +145,10 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
         "encode_s": encode_s, "decode_s": decode_s, "bitstream": f"{stem}.nnc",
         "coders": coders, "layers": [t.row() for t in coded.tensors],
     }
-    log.print(f"\nqp {qp}: per-tensor sizes\n{report.layer_table(result['layers'])}")
-    log.print(f"\nqp {qp}: entropy coders on the same levels (payloads only)\n"
-              f"{report.coder_table(coders, original_bytes, params)}")
+    if args.verbose:
+        log.print(f"\nqp {qp}: per-tensor sizes\n{report.layer_table(result['layers'])}")
+        log.print(f"\nqp {qp}: entropy coders on the same levels (payloads only)\n"
+                  f"{report.coder_table(coders, original_bytes, params)}")
     log.log({"qp": qp, f"decoded/{metric_name}": value, "compressed_bytes": size,
              "ratio": result["ratio"], "bits_per_param": result["bits_per_param"],
              **{f"coder/{k}": v for k, v in coders.items()}})

@@ -81,12 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="0: raster scan; 1-4: 8x8 ... 64x64 block scan with entry points")
 
     dec = commands.add_parser(
-        "decode", help="reconstruct a tensor from an NNC bitstream",
-        description="Decode an NNC bitstream holding one tensor.",
+        "decode", help="reconstruct a tensor (or a model's tensors) from an NNC bitstream",
+        description="Decode an NNC bitstream. One tensor goes to .npy or .pt; the tensors of a "
+                    "model stream (local scales applied) to .pt (a state dict) or .npz.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     dec.add_argument("input", type=Path, help="bitstream file")
     dec.add_argument("-o", "--output", type=Path, required=True,
-                     help="tensor file to write: .npy (numpy) or .pt (torch tensor)")
+                     help="file to write: .npy, .pt (tensor, or state dict of a model) or .npz")
 
     info = commands.add_parser(
         "info", help="list the NNR units and header fields of a bitstream",
@@ -166,12 +167,29 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_decode(args: argparse.Namespace) -> None:
     bitstream = _read_file(args.input)
-    if args.output.suffix.lower() not in (".npy", ".pt", ".pth"):
-        raise CliError(f"{args.output}: unsupported output format (use .npy or .pt)")
-    array = np.asarray(_tensor_codec().decode(bitstream))
-    _save_tensor(args.output, array)
-    print(f"{args.output}: shape {list(array.shape)} {array.dtype}, decoded from "
-          f"{len(bitstream)} bytes")
+    suffix = args.output.suffix.lower()
+    if suffix not in (".npy", ".npz", ".pt", ".pth"):
+        raise CliError(f"{args.output}: unsupported output format (use .npy, .npz or .pt)")
+    from nnc_core import nn
+    tensors = nn.decode(bitstream)
+    if not tensors:
+        raise DecodeError("the bitstream holds no tensor (no NDU unit)")
+    if len(tensors) == 1 and suffix != ".npz":
+        array = np.asarray(next(iter(tensors.values())))
+        _save_tensor(args.output, array)
+        print(f"{args.output}: shape {list(array.shape)} {array.dtype}, decoded from "
+              f"{len(bitstream)} bytes")
+        return
+    if suffix == ".npy":
+        raise CliError(f"the stream holds {len(tensors)} tensors: write them to .pt or .npz")
+    if suffix == ".npz":
+        np.savez(args.output, **tensors)
+    else:
+        import torch
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
+                   args.output)
+    print(f"{args.output}: {len(tensors)} tensors ({sum(v.size for v in tensors.values())} "
+          f"elements), decoded from {len(bitstream)} bytes")
 
 
 def _format_name(code: int) -> str:

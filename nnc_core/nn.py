@@ -285,16 +285,15 @@ def encode(model, /, *, train_loader=None, device=None, **options) -> bytes:
     return encode_model(model, train_loader=train_loader, device=device, **options).bitstream
 
 
-def encode_model(model, /, *, train_loader=None, device=None, verbose: bool | None = None,
+def encode_model(model, /, *, train_loader=None, device=None, verbose: bool = False,
                  **options) -> EncodedModel:
     """Encode a model and report, per NDU, its size, qp and coded levels.
 
     Options are the reference's ``args`` names (``qp``, ``nonweight_qp``, ``use_dq``,
     ``bnf``, ``lsa``, ``opt_qp``, ``lr``, ``epochs``, ``max_batches``, ...). ``bnf`` and
-    ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding (inputs, targets).
+    ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding (inputs, targets) and
+    shows a progress bar with ``verbose``.
     """
-    verbose = bool(options.pop("verbose", False) if verbose is None else verbose)
-    options.pop("verbose", None)
     opts, tools = resolve_model_options(options)
     blocks_on = tools.bnf or tools.lsa
     if blocks_on and not _is_module(model):

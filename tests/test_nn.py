@@ -161,3 +161,24 @@ def test_report_accounts_for_every_byte():
     assert all(t.payload_bytes < t.unit_bytes for t in coded.tensors)
     assert coded.params == sum(v.numel() for k, v in model_zoo.build("small_resnet").state_dict().items()
                                if "num_batches" not in k)
+
+
+def test_cli_decodes_a_model_stream(tmp_path):
+    import subprocess
+    model = model_zoo.build("conv_bn_fc")
+    stream = tmp_path / "model.nnc"
+    stream.write_bytes(nnc_nn.encode(model, bnf=True))
+    expected = nnc_nn.decode(stream.read_bytes())
+
+    def cli(out):
+        return subprocess.run([sys.executable, "-m", "nnc_core", "decode", str(stream), "-o", str(out)],
+                              capture_output=True, text=True, timeout=120)
+
+    assert cli(tmp_path / "sd.pt").returncode == 0
+    state = torch.load(tmp_path / "sd.pt")
+    assert list(state) == list(expected) and all(np.array_equal(state[k].numpy(), expected[k]) for k in state)
+    assert cli(tmp_path / "sd.npz").returncode == 0
+    with np.load(tmp_path / "sd.npz") as z:
+        assert all(np.array_equal(z[k], expected[k]) for k in expected)
+    bad = cli(tmp_path / "sd.npy")
+    assert bad.returncode == 2 and "tensors" in bad.stderr
