@@ -40,7 +40,7 @@ def test_help_lists_flags_models_and_datasets():
 @needs_data
 def test_default_job(tmp_path):
     """`python main.py`: the shipped ResNet-20, Fashion-MNIST test set, qp -32."""
-    out = run_main("--results", str(tmp_path), "--no-verbose")
+    out = run_main("--results", str(tmp_path))
     result = json.loads((tmp_path / "resnet20_results.json").read_text())
     (run,) = result["runs"]
     assert result["weights"].endswith("fmnist_resnet20.pt")
