@@ -105,12 +105,14 @@ def pre_train(model, args, info, device, log: RunLogger) -> Path:
 
 
 def coder_comparison(coded) -> dict:
-    """Bytes of the same coded levels under DeepCABAC, Huffman, bzip2 and their
-    zeroth-order entropy."""
-    quantized = [t for t in coded.tensors if t.levels is not None]
-    levels = [t.levels.ravel() for t in quantized]
+    """Bytes of the same quantized weights (tensors of two or more dimensions) under
+    DeepCABAC, Huffman, bzip2 and their zeroth-order entropy. Biases, BatchNorm vectors and
+    local scales are left out: at their fine qp nearly every value is distinct, which makes a
+    table-free Huffman code and the zeroth-order entropy meaningless."""
+    weights = [t for t in coded.tensors if t.levels is not None and len(t.shape) > 1]
+    levels = [t.levels.ravel() for t in weights]
     return {
-        "DeepCABAC (NNC)": sum(t.payload_bytes for t in quantized),
+        "DeepCABAC (NNC)": sum(t.weight_payload_bytes for t in weights),
         "Huffman": int(np.ceil(sum(huffman_bits(l) for l in levels) / 8)),
         "bzip2": bzip2_bytes(np.concatenate(levels)) if levels else 0,
         "0th-order entropy": int(np.ceil(sum(entropy_bits(l) * l.size for l in levels) / 8)),
@@ -147,8 +149,9 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
     }
     if args.verbose:
         log.print(f"\nqp {qp}: per-tensor sizes\n{report.layer_table(result['layers'])}")
-        log.print(f"\nqp {qp}: entropy coders on the same levels (payloads only)\n"
-                  f"{report.coder_table(coders, original_bytes, params)}")
+        weights = [t for t in coded.tensors if t.levels is not None and len(t.shape) > 1]
+        log.print(f"\nqp {qp}: entropy coders on the same quantized weights (payloads only)\n"
+                  f"{report.coder_table(coders, sum(4 * t.levels.size for t in weights), sum(t.levels.size for t in weights))}")
     log.log({"qp": qp, f"decoded/{metric_name}": value, "compressed_bytes": size,
              "ratio": result["ratio"], "bits_per_param": result["bits_per_param"],
              **{f"coder/{k}": v for k, v in coders.items()}})
@@ -161,7 +164,10 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
 def save_masks(model, restored, test_loader, info, device, qp: int, out_dir: Path, count: int = 4):
     images, truths = next(iter(test_loader))
     images, truths = images[:count], truths[:count]
-    predict = lambda m: m.eval()(images.to(device))["out"].argmax(1).cpu().numpy()  # noqa: E731
+
+    def predict(net):
+        return net.eval()(images.to(device))["out"].argmax(1).cpu().numpy()
+
     path = out_dir / f"masks_qp{qp}.png"
     return plot_segmentation_masks(images.numpy(), truths.numpy(),
                                    {"original": predict(model), f"qp {qp}": predict(restored)},

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .codec import (BN_ROLES, QuantizedBlock, QuantizedTensor, StreamSettings, decode_stream,
-                    encode_units, reconstruct)
+                    encode_ndu_unit, encode_units, reconstruct)
 from .options import TensorOptions, resolve_options
 from .tensor import as_numpy, quantize_tensor
 from .tools import fold_batchnorm, optimise_qps, train_local_scales
@@ -94,10 +94,11 @@ class CodedUnit:
     unit_bytes: int
     payload_bytes: int
     members: list[str] = field(default_factory=list)
-    levels: np.ndarray | None = None  # transmitted levels (None for integer tensors)
+    levels: np.ndarray | None = None  # transmitted levels of the weight (None for integers)
+    weight_payload_bytes: int = 0     # its payload coded on its own (= payload_bytes if alone)
 
     def row(self) -> dict:
-        zeros = 100.0 * float(np.mean(self.levels == 0)) if self.levels is not None and self.size else None
+        zeros = 100.0 * float(np.mean(self.levels == 0)) if self.levels is not None and self.levels.size else None
         return {"name": self.name, "shape": list(self.shape), "kind": self.kind, "qp": self.qp,
                 "params": self.size, "bytes": self.unit_bytes, "payload_bytes": self.payload_bytes,
                 "bits_per_param": 8 * self.unit_bytes / max(self.size, 1), "sparsity": zeros,
@@ -324,25 +325,28 @@ def encode_model(model, /, *, train_loader=None, device=None, verbose: bool = Fa
                               else TOPOLOGY_UNRECOGNISED)
     head, units = encode_units(items, settings)
     bitstream = b"".join(head + [u.unit for u in units])
-    return EncodedModel(bitstream, _reports(items, kinds, units, entries, bitstream),
+    return EncodedModel(bitstream, _reports(items, kinds, units, entries, bitstream, settings),
                         _reconstruction(units), sum(e.array.size for e in entries),
                         sum(e.original_bytes for e in entries))
 
 
-def _reports(items, kinds, units, entries, bitstream) -> list[CodedUnit]:
-    """Per-NDU report; the transmitted levels come from decoding the stream itself."""
+def _reports(items, kinds, units, entries, bitstream, settings) -> list[CodedUnit]:
+    """Per-NDU report. The transmitted levels come from decoding the stream itself; a block's
+    weight is also coded alone, so that entropy coders can be compared on the weights."""
     original = {e.name: e.original_bytes for e in entries}
     transmitted = {t.name: t.info.get("transmitted") for t in decode_stream(bitstream, transmitted=True)}
     reports = []
     for item, kind, unit in zip(items, kinds, units):
         weight = item.weight if isinstance(item, QuantizedBlock) else item
-        levels = [transmitted[n] for n in unit.names if transmitted.get(n) is not None]
+        alone = unit.payload_bytes
+        if isinstance(item, QuantizedBlock):
+            alone = encode_ndu_unit(weight, settings, settings.mps())[1]
         reports.append(CodedUnit(
             name=weight.name, shape=tuple(weight.dims), kind=kind, qp=weight.qp,
             size=sum(r.size for r in unit.reconstructions),
             original_bytes=sum(original.get(n, 4 * r.size) for n, r in zip(unit.names, unit.reconstructions)),
             unit_bytes=len(unit.unit), payload_bytes=unit.payload_bytes, members=unit.names,
-            levels=np.concatenate([np.ravel(l) for l in levels]) if levels else None))
+            levels=transmitted.get(weight.name), weight_payload_bytes=alone))
     return reports
 
 
