@@ -132,4 +132,4 @@ if [ "$WITH_REFERENCE" != "0" ]; then
     bash tests/conformance/env.sh || die "tests/conformance/env.sh failed"
 fi
 
-say "done in $((SECONDS - START)) s. Run:  env/bin/python example/tensor_coding.py"
+say "done in $((SECONDS - START)) s. Run:  env/bin/python main.py"
