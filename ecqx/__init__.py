@@ -5,7 +5,9 @@ DNNs", xxAI, LNAI 13200, 2022).
 * :mod:`ecqx.grid` - the fixed per-layer centroid grid,
 * :mod:`ecqx.assign` - the entropy-constrained assignment of weights to centroids and its
   relevance-adjusted (ECQx) form with the sparsity-bounded search of the exponent beta,
-* :mod:`ecqx.ste` - the straight-through gradient of the quantized weights.
+* :mod:`ecqx.ste` - the straight-through gradient of the quantized weights,
+* :mod:`ecqx.quantizer` - shadow weights, grids and assignments of a whole network,
+* :mod:`ecqx.size` - the network's real size as one NNC bitstream.
 """
 from .assign import (assign, assignment_costs, cluster_probabilities, information_content,
                      lambda_max, layer_lambda, relevance_assign)

@@ -117,3 +117,54 @@ def test_shadow_gradient_scales_by_centroid_magnitude():
     grad = torch.tensor([1.0, 1.0, 1.0, 1.0])
     indices = torch.tensor([0, 1, 2, 3])
     assert shadow_gradient(grad, indices, grid).tolist() == [1.0, 0.5, 1.0, 0.5]
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 4))
+
+
+def test_quantized_weights_take_only_grid_values():
+    from ecqx.quantizer import ModelQuantizer
+    net = _small_net()
+    q = ModelQuantizer(net, bits=3, Lambda=0.05)
+    assert q.names == ["0.weight", "4.weight"]
+    for name, state in q.layers.items():
+        w = dict(net.named_parameters())[name].detach()
+        allowed = state.grid.centroids()
+        assert torch.isin(w.flatten(), allowed).all(), name
+        assert torch.equal(q.levels()[name].float() * state.grid.step, w)
+
+
+def test_stronger_lambda_gives_sparser_networks():
+    from ecqx.quantizer import ModelQuantizer
+    zeros = [ModelQuantizer(_small_net(), bits=4, Lambda=lam).sparsity() for lam in (0.0, 0.05, 0.5)]
+    assert zeros[0] < zeros[1] < zeros[2]
+
+
+def test_straight_through_training_step_moves_shadows():
+    from ecqx.quantizer import ModelQuantizer
+    net = _small_net()
+    q = ModelQuantizer(net, bits=4, Lambda=0.02)
+    before = [s.clone() for s in q.shadow_parameters()]
+    opt = torch.optim.SGD(q.shadow_parameters(), lr=0.1)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 4, (16,))
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    q.transfer_gradients()
+    opt.step()
+    q.quantize()
+    assert any(not torch.equal(a, b) for a, b in zip(before, q.shadow_parameters()))
+
+
+def test_size_report_is_the_bitstream_and_restores_exactly():
+    from ecqx.quantizer import ModelQuantizer
+    from ecqx.size import compressed_bitstream, restore
+    net = _small_net().eval()
+    q = ModelQuantizer(net, bits=4, Lambda=0.1)
+    bs = compressed_bitstream(net, q)
+    restored = restore(_small_net().eval(), q.names, bs)
+    for name in q.names:
+        assert torch.equal(dict(restored.named_parameters())[name], dict(net.named_parameters())[name])
+    dense = sum(v.numel() * 4 for k, v in net.state_dict().items() if "num_batches" not in k)
+    assert 0 < len(bs) < dense / 4
