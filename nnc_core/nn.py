@@ -40,7 +40,6 @@ from .codec import (BN_ROLES, QuantizedBlock, QuantizedTensor, StreamSettings, d
 from .options import TensorOptions, resolve_options
 from .tensor import as_numpy, quantize_tensor
 from .tools import fold_batchnorm, optimise_qps, train_local_scales
-from .tools.lsa import scalable_weights
 
 __all__ = ["encode", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit"]
 
