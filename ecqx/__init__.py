@@ -7,7 +7,8 @@ DNNs", xxAI, LNAI 13200, 2022).
   relevance-adjusted (ECQx) form with the sparsity-bounded search of the exponent beta,
 * :mod:`ecqx.ste` - the straight-through gradient of the quantized weights,
 * :mod:`ecqx.quantizer` - shadow weights, grids and assignments of a whole network,
-* :mod:`ecqx.size` - the network's real size as one NNC bitstream.
+* :mod:`ecqx.size` - the network's real size as one NNC bitstream,
+* :mod:`ecqx.relevance`, :mod:`ecqx.composites` - LRP weight relevances with zennit.
 """
 from .assign import (assign, assignment_costs, cluster_probabilities, information_content,
                      lambda_max, layer_lambda, relevance_assign)
