@@ -8,7 +8,8 @@ DNNs", xxAI, LNAI 13200, 2022).
 * :mod:`ecqx.ste` - the straight-through gradient of the quantized weights,
 * :mod:`ecqx.quantizer` - shadow weights, grids and assignments of a whole network,
 * :mod:`ecqx.size` - the network's real size as one NNC bitstream,
-* :mod:`ecqx.relevance`, :mod:`ecqx.composites` - LRP weight relevances with zennit.
+* :mod:`ecqx.relevance`, :mod:`ecqx.composites` - LRP weight relevances with zennit,
+* :mod:`ecqx.train` - one training epoch (ECQ, or ECQx with smoothed relevances).
 """
 from .assign import (assign, assignment_costs, cluster_probabilities, information_content,
                      lambda_max, layer_lambda, relevance_assign)

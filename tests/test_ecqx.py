@@ -168,3 +168,33 @@ def test_size_report_is_the_bitstream_and_restores_exactly():
         assert torch.equal(dict(restored.named_parameters())[name], dict(net.named_parameters())[name])
     dense = sum(v.numel() * 4 for k, v in net.state_dict().items() if "num_batches" not in k)
     assert 0 < len(bs) < dense / 4
+
+
+@pytest.mark.parametrize("use_lrp", [False, True])
+def test_training_epoch_learns_and_stays_on_the_grid(use_lrp):
+    from ecqx.composites import make_composite
+    from ecqx.quantizer import ModelQuantizer
+    from ecqx.train import RelevanceTracker, make_optimizers, train_epoch
+    torch.manual_seed(0)
+    teacher = _small_net().eval()
+    data = []
+    for _ in range(12):
+        x = torch.randn(32, 1, 8, 8)
+        with torch.no_grad():
+            data.append((x, teacher(x).argmax(1)))
+    net = _small_net()
+    with torch.no_grad():                       # start away from the teacher
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    q = ModelQuantizer(net, bits=4, Lambda=0.02)
+    opts = make_optimizers(net, q, lr=3e-3)
+    tracker = RelevanceTracker(make_composite("epsilon_plus_flat_bn_pass")) if use_lrp else None
+    first = train_epoch(net, q, data, opts, "cpu", relevance=tracker, verbose=False)
+    for _ in range(3):
+        last = train_epoch(net, q, data, opts, "cpu", relevance=tracker, verbose=False)
+    assert last < first
+    params = dict(net.named_parameters())
+    for name, state in q.layers.items():
+        assert torch.isin(params[name].detach().flatten(), state.grid.centroids()).all()
+    if use_lrp:
+        assert set(tracker.smoothed) == set(q.names) and all(s.beta > 0 for s in q.layers.values())
