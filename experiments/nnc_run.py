@@ -104,12 +104,17 @@ def pre_train(model, args, info, device, log: RunLogger) -> Path:
     return path
 
 
+def coded_weights(coded) -> list:
+    """The NDU reports of quantized tensors with two or more dimensions."""
+    return [t for t in coded.tensors if t.levels is not None and len(t.shape) > 1]
+
+
 def coder_comparison(coded) -> dict:
     """Bytes of the same quantized weights (tensors of two or more dimensions) under
     DeepCABAC, Huffman, bzip2 and their zeroth-order entropy. Biases, BatchNorm vectors and
     local scales are left out: at their fine qp nearly every value is distinct, which makes a
     table-free Huffman code and the zeroth-order entropy meaningless."""
-    weights = [t for t in coded.tensors if t.levels is not None and len(t.shape) > 1]
+    weights = coded_weights(coded)
     levels = [t.levels.ravel() for t in weights]
     return {
         "DeepCABAC (NNC)": sum(t.weight_payload_bytes for t in weights),
@@ -149,7 +154,7 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
     }
     if args.verbose:
         log.print(f"\nqp {qp}: per-tensor sizes\n{report.layer_table(result['layers'])}")
-        weights = [t for t in coded.tensors if t.levels is not None and len(t.shape) > 1]
+        weights = coded_weights(coded)
         log.print(f"\nqp {qp}: entropy coders on the same quantized weights (payloads only)\n"
                   f"{report.coder_table(coders, sum(4 * t.levels.size for t in weights), sum(t.levels.size for t in weights))}")
     log.log({"qp": qp, f"decoded/{metric_name}": value, "compressed_bytes": size,

@@ -67,17 +67,18 @@ class QuantizedBlock:
         return ((CPT_LS if self.scaling else 0) | (CPT_BN if self.bn else 0)
                 | (CPT_BI if self.bias else 0))
 
+    def _by_role(self) -> dict[str, QuantizedTensor]:
+        return {"weight": self.weight, "scaling": self.scaling, "bias": self.bias,
+                **dict(zip(BN_ROLES, self.bn or ()))}
+
     def payload_members(self) -> list[tuple[str, QuantizedTensor]]:
         """(role, tensor) in the order of the CABAC payload: LS, BI, BN, weight."""
-        members = [("scaling", self.scaling)] if self.scaling else []
-        members += [("bias", self.bias)] if self.bias else []
-        members += list(zip(BN_ROLES, self.bn)) if self.bn else []
-        return members + [("weight", self.weight)]
+        tensors = self._by_role()
+        return [(role, tensors[role]) for role in payload_roles(self.compressed_parameter_types)]
 
     def topology_names(self) -> list[str]:
-        names = [self.weight.name] + ([self.scaling.name] if self.scaling else [])
-        names += [t.name for t in self.bn] if self.bn else []
-        return names + ([self.bias.name] if self.bias else [])
+        tensors = self._by_role()
+        return [tensors[role].name for role in topology_roles(self.compressed_parameter_types)]
 
 
 def payload_roles(compressed_parameter_types: int) -> list[str]:

@@ -279,10 +279,11 @@ def _quantize_block(b: _Block, qps, opts, tools, scales) -> QuantizedBlock:
         bias=None if bias is None else _quantize(bias, bias_name, bias_qp, opts, pid, True))
 
 
-def encode(model, /, *, train_loader=None, device=None, **options) -> bytes:
+def encode(model, /, *, train_loader=None, device=None, verbose: bool = False,
+           **options) -> bytes:
     """Encode a ``torch.nn.Module`` or a state dict (name -> numpy array or torch tensor)
     into one NNC bitstream; see the module docstring and :func:`encode_model`."""
-    return encode_model(model, train_loader=train_loader, device=device, **options).bitstream
+    return _encode(model, train_loader, device, verbose, options).bitstream
 
 
 def encode_model(model, /, *, train_loader=None, device=None, verbose: bool = False,
@@ -294,6 +295,23 @@ def encode_model(model, /, *, train_loader=None, device=None, verbose: bool = Fa
     ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding (inputs, targets) and
     shows a progress bar with ``verbose``.
     """
+    coded = _encode(model, train_loader, device, verbose, options)
+    return EncodedModel(coded.bitstream, _reports(coded), _reconstruction(coded.units),
+                        sum(e.array.size for e in coded.entries),
+                        sum(e.original_bytes for e in coded.entries))
+
+
+@dataclass
+class _Coded:
+    bitstream: bytes
+    items: list
+    kinds: list[str]
+    units: list
+    entries: list[_Entry]
+    settings: StreamSettings
+
+
+def _encode(model, train_loader, device, verbose, options) -> _Coded:
     opts, tools = resolve_model_options(options)
     blocks_on = tools.bnf or tools.lsa
     if blocks_on and not _is_module(model):
@@ -323,19 +341,18 @@ def encode_model(model, /, *, train_loader=None, device=None, verbose: bool = Fa
                               topology_format=TOPOLOGY_PYTORCH if _is_module(model)
                               else TOPOLOGY_UNRECOGNISED)
     head, units = encode_units(items, settings)
-    bitstream = b"".join(head + [u.unit for u in units])
-    return EncodedModel(bitstream, _reports(items, kinds, units, entries, bitstream, settings),
-                        _reconstruction(units), sum(e.array.size for e in entries),
-                        sum(e.original_bytes for e in entries))
+    return _Coded(b"".join(head + [u.unit for u in units]), items, kinds, units, entries, settings)
 
 
-def _reports(items, kinds, units, entries, bitstream, settings) -> list[CodedUnit]:
+def _reports(coded: _Coded) -> list[CodedUnit]:
     """Per-NDU report. The transmitted levels come from decoding the stream itself; a block's
     weight is also coded alone, so that entropy coders can be compared on the weights."""
-    original = {e.name: e.original_bytes for e in entries}
-    transmitted = {t.name: t.info.get("transmitted") for t in decode_stream(bitstream, transmitted=True)}
+    original = {e.name: e.original_bytes for e in coded.entries}
+    transmitted = {t.name: t.info.get("transmitted")
+                   for t in decode_stream(coded.bitstream, transmitted=True)}
+    settings = coded.settings
     reports = []
-    for item, kind, unit in zip(items, kinds, units):
+    for item, kind, unit in zip(coded.items, coded.kinds, coded.units):
         weight = item.weight if isinstance(item, QuantizedBlock) else item
         alone = unit.payload_bytes
         if isinstance(item, QuantizedBlock):
