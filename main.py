@@ -21,7 +21,7 @@ import sys
 
 import datasets
 import models
-from experiments.config import parse_with_config
+from experiments.config import add_run_arguments, parse_with_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,17 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train the model first and save it to --model_path")
     train.add_argument("--epochs", type=int, default=1, help="epochs of pre-training or LSA")
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate of pre-training or LSA")
-    add("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    add("--seed", type=int, default=0)
-    add("--results", default="results", help="output directory (default ./results)")
-    add("--config", default=None, help="YAML file of flag defaults (command-line flags win)")
+    add_run_arguments(parser, results="results")
     add("--plot_segmentation_masks", action="store_true",
         help="save images, ground truth and predicted masks before and after compression")
-    add("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
-    add("--wandb_key", default=None, help="W&B API key (never saved)")
-    add("--wandb_run_name", default=None)
-    add("--verbose", action=argparse.BooleanOptionalAction, default=True,
-        help="progress bars and per-layer tables")
     return parser
 
 

@@ -2,9 +2,13 @@
 
 Every zennit composite below lets relevance pass through BatchNorm unchanged ("bn_pass");
 the variants without it apply the composite's convolution rule to BatchNorm as well.
-``resnetcifar`` is a canonizer for the option-A CIFAR ResNets of :mod:`models.resnet_cifar`:
-the residual ``+`` becomes zennit's ``Sum`` layer (relevance split in proportion to the two
-branches' contributions) and global pooling a module, so that LRP rules apply to both.
+Canonizers rewrite a network so that LRP rules see every operation as a module:
+``vgg`` and ``resnet`` are zennit's own (torchvision VGG, ResNet and the ResNet backbones of
+DeepLabV3 / FCN); ``resnetcifar`` (the option-A CIFAR ResNets of :mod:`models.resnet_cifar`)
+and ``mobilenet`` (torchvision MobileNetV2/V3) are written here from zennit's public classes:
+each residual ``+`` becomes zennit's ``Sum`` layer, which splits relevance in proportion to
+the two branches' contributions, and functional global pooling becomes a module.
+``auto`` picks the canonizer from the blocks the network is built of.
 """
 from __future__ import annotations
 
@@ -27,13 +31,17 @@ def _composites():
 
 COMPOSITES = ("epsilon_plus_flat_bn_pass", "epsilon_plus_flat", "alpha2_beta1_flat_bn_pass",
               "alpha2_beta1_flat")
-CANONIZERS = ("none", "vgg", "resnet", "resnetcifar")
 
 
-def _block_forward(self, x):
+def _residual_sum(module, shortcut, branch):
+    """The residual ``shortcut + branch`` through the block's zennit ``Sum`` layer."""
+    return module.lrp_sum(torch.stack([shortcut, branch], dim=-1))
+
+
+def _cifar_block_forward(self, x):
     out = F.relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
-    return F.relu(self.lrp_sum(torch.stack([self.shortcut(x), out], dim=-1)))
+    return F.relu(_residual_sum(self, self.shortcut(x), out))
 
 
 def _cifar_resnet_forward(self, x):
@@ -41,6 +49,15 @@ def _cifar_resnet_forward(self, x):
     for i in range(self.num_stages):
         x = getattr(self, f"layer{i + 1}")(x)
     return self.linear(torch.flatten(self.lrp_pool(x), 1))
+
+
+def _inverted_residual_forward(self, x):
+    branch = self.conv(x) if hasattr(self, "conv") else self.block(x)
+    return _residual_sum(self, x, branch) if self.use_res_connect else branch
+
+
+def _mobilenet_v2_forward(self, x):
+    return self.classifier(torch.flatten(self.lrp_pool(self.features(x)), 1))
 
 
 def _resnetcifar():
@@ -51,12 +68,56 @@ def _resnetcifar():
 
     def attributes(name, module):
         if isinstance(module, BasicBlock):
-            return {"forward": _block_forward.__get__(module), "lrp_sum": Sum()}
+            return {"forward": _cifar_block_forward.__get__(module), "lrp_sum": Sum()}
         if isinstance(module, CifarResNet):
             return {"forward": _cifar_resnet_forward.__get__(module),
                     "lrp_pool": torch.nn.AdaptiveAvgPool2d(1)}
         return None
-    return AttributeCanonizer(attributes)
+    return [AttributeCanonizer(attributes)]
+
+
+def _mobilenet():
+    from torchvision.models import mobilenetv2, mobilenetv3
+    from zennit.canonizers import AttributeCanonizer
+    from zennit.layer import Sum
+
+    def attributes(name, module):
+        if isinstance(module, (mobilenetv2.InvertedResidual, mobilenetv3.InvertedResidual)):
+            return {"forward": _inverted_residual_forward.__get__(module), "lrp_sum": Sum()}
+        if isinstance(module, mobilenetv2.MobileNetV2):
+            return {"forward": _mobilenet_v2_forward.__get__(module),
+                    "lrp_pool": torch.nn.AdaptiveAvgPool2d(1)}
+        return None
+    return [AttributeCanonizer(attributes)]
+
+
+def _vgg():
+    from zennit.torchvision import VGGCanonizer
+    return [VGGCanonizer()]
+
+
+def _resnet():
+    from zennit.torchvision import ResNetCanonizer
+    return [ResNetCanonizer()]
+
+
+CANONIZERS = {"none": list, "vgg": _vgg, "resnet": _resnet, "resnetcifar": _resnetcifar,
+              "mobilenet": _mobilenet}
+
+
+def auto_canonizer(model: torch.nn.Module) -> str:
+    """The canonizer for the blocks ``model`` is built of ("none" if it has no residuals)."""
+    from torchvision.models import mobilenetv2, mobilenetv3, resnet, vgg
+
+    from models.resnet_cifar import CifarResNet
+    kinds = [(CifarResNet, "resnetcifar"), ((resnet.BasicBlock, resnet.Bottleneck), "resnet"),
+             ((mobilenetv2.InvertedResidual, mobilenetv3.InvertedResidual), "mobilenet"),
+             (vgg.VGG, "vgg")]
+    for module in model.modules():
+        for types, name in kinds:
+            if isinstance(module, types):
+                return name
+    return "none"
 
 
 def make_composite(name: str = "epsilon_plus_flat_bn_pass", canonizer: str = "none"):
@@ -65,13 +126,4 @@ def make_composite(name: str = "epsilon_plus_flat_bn_pass", canonizer: str = "no
         raise ValueError(f"unknown LRP composite {name!r}; choose from {', '.join(COMPOSITES)}")
     if canonizer not in CANONIZERS:
         raise ValueError(f"unknown canonizer {canonizer!r}; choose from {', '.join(CANONIZERS)}")
-    canonizers = []
-    if canonizer == "vgg":
-        from zennit.torchvision import VGGCanonizer
-        canonizers = [VGGCanonizer()]
-    elif canonizer == "resnet":
-        from zennit.torchvision import ResNetCanonizer
-        canonizers = [ResNetCanonizer()]
-    elif canonizer == "resnetcifar":
-        canonizers = [_resnetcifar()]
-    return _composites()[name](canonizers)
+    return _composites()[name](CANONIZERS[canonizer]())

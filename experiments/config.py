@@ -43,3 +43,17 @@ def save_args(args: argparse.Namespace, directory: str | Path, name: str = "args
     with open(path, "w") as f:
         yaml.safe_dump(values, f, sort_keys=True)
     return path
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, results: str) -> None:
+    """The flags every experiment script shares: device, seed, output, config, W&B, verbosity."""
+    add = parser.add_argument
+    add("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    add("--seed", type=int, default=0)
+    add("--results", default=results, help=f"output directory (default {results})")
+    add("--config", default=None, help="YAML file of flag defaults (command-line flags win)")
+    add("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
+    add("--wandb_key", default=None, help="W&B API key (never saved)")
+    add("--wandb_run_name", default=None)
+    add("--verbose", action=argparse.BooleanOptionalAction, default=True,
+        help="progress bars and result tables")

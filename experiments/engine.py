@@ -119,3 +119,24 @@ def evaluate(model, loader, device, task: str, num_classes: int, **kwargs) -> di
 def headline(metrics: dict, task: str) -> tuple[str, float]:
     """The number a paper table shows for the task."""
     return ("mIoU", metrics["mIoU"]) if task == "segmentation" else ("top1", metrics["top1"])
+
+
+class EarlyStopping:
+    """Tracks the best score of a run; ``stop`` after ``patience`` epochs without a better one."""
+
+    def __init__(self, patience: int):
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1, got {patience}")
+        self.patience, self.best, self.stale = patience, None, 0
+
+    def update(self, score: float) -> bool:
+        """Record an epoch's score; True if it is the best so far."""
+        if self.best is None or score > self.best:
+            self.best, self.stale = score, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.stale >= self.patience

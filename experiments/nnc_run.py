@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import copy
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import datasets
-import models
 from nnc_core import nn as nnc_nn
 from nnc_core.metrics import bzip2_bytes, entropy_bits, huffman_bits
 
 from . import report
-from .config import save_args
-from .engine import evaluate, headline, pick_device, train_one_epoch
-from .tracking import RunLogger
+from .builders import build_model, checkpoint_path, full_precision_training, loader, start_run
+from .engine import evaluate, headline
 from .plots import plot_rate_accuracy, plot_segmentation_masks
-
-# The checkpoints that ship with the repository, used when no --model_path is given.
-SHIPPED_CHECKPOINTS = {
-    ("resnet20", "fashion_mnist"): Path(__file__).resolve().parents[1] / "example" / "weights"
-                                   / "fmnist_resnet20.pt",
-    ("fmnist_segnet", "fashion_mnist_seg"): Path(__file__).resolve().parents[1] / "example"
-                                            / "weights" / "fmnist_segnet.pt",
-}
+from .tracking import RunLogger
 
 
 def coding_options(args, qp: int) -> dict:
@@ -45,62 +34,12 @@ def coding_options(args, qp: int) -> dict:
                 lr=args.lr, epochs=args.epochs, max_batches=args.max_batches)
 
 
-def loader(args, split: str, info, shuffle: bool, augment: bool = False):
-    kwargs = {"train_augment": True} if augment and info.task == "classification" else {}
-    with setup_errors(f"data set {args.dataset!r}"):
-        dataset = datasets.create_dataset(args.dataset, root=args.dataset_path, split=split, **kwargs)
-    collate = datasets.segmentation_collate if info.task == "segmentation" else None
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle,
-                                       num_workers=args.workers, collate_fn=collate)
-
-
-@contextmanager
-def setup_errors(what: str):
-    """Turn a registry's complaint (unknown name, missing data, no download) into a
-    one-line error instead of a traceback."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
-        raise SystemExit(f"error: {what}: {error}") from error
-
-
-def build_model(args, info) -> tuple[torch.nn.Module, str]:
-    """The model and where its weights came from."""
-    path = args.model_path or SHIPPED_CHECKPOINTS.get((args.model, args.dataset))
-    pretrained = path is None and not args.pre_train_model
-    with setup_errors(f"model {args.model!r}"):
-        model = models.create_model(args.model, num_classes=info.num_classes,
-                                    in_chans=info.in_chans, pretrained=pretrained)
-    if path is not None and Path(path).exists():
-        models.load_checkpoint(model, path)
-        return model, str(path)
-    if path is not None and not args.pre_train_model:
-        raise SystemExit(f"error: checkpoint {path} not found (train one with --pre_train_model)")
-    return model, "pretrained" if pretrained else "random init"
-
-
 def pre_train(model, args, info, device, log: RunLogger) -> Path:
     """Train the full model before compression and save it to --model_path."""
-    train = loader(args, "train", info, shuffle=True, augment=True)
-    test = loader(args, "test", info, shuffle=False)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4,
-                                nesterov=True)
-    steps = args.epochs * (len(train) if args.max_batches is None else min(len(train), args.max_batches))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps)
-    for epoch in range(args.epochs):
-        loss = train_one_epoch(model, train, optimizer, device, task=info.task,
-                               max_batches=args.max_batches, desc=f"pre-train {epoch + 1}/{args.epochs}",
-                               verbose=args.verbose, scheduler=scheduler)
-        metrics = evaluate(model, test, device, info.task, info.num_classes,
-                           max_batches=args.max_eval_batches, verbose=args.verbose)
-        name, value = headline(metrics, info.task)
-        log.print(f"epoch {epoch + 1}: train loss {loss:.4f}, test {name} {value:.2f}%")
-        log.log({"pretrain/loss": loss, f"pretrain/{name}": value}, step=epoch)
-    path = Path(args.model_path or SHIPPED_CHECKPOINTS.get((args.model, args.dataset))
-                or Path(args.results) / f"{args.model}_{args.dataset}.pt")
-    models.save_checkpoint(model, path, arch=args.model, dataset=args.dataset,
-                           epochs=args.epochs, **{f"test_{k}": v for k, v in metrics.items()})
-    log.print(f"saved the trained model to {path}")
+    path = checkpoint_path(args.model, args.dataset, args.model_path) or \
+        Path(args.results) / f"{args.model}_{args.dataset}.pt"
+    full_precision_training(model, args, info, device, log, epochs=args.epochs, lr=args.lr,
+                            save_to=path)
     return path
 
 
@@ -181,15 +120,9 @@ def save_masks(model, restored, test_loader, info, device, qp: int, out_dir: Pat
 
 def run(args) -> dict:
     """Run the experiment described by ``args`` (see ``main.py --help``); returns the results."""
-    torch.manual_seed(args.seed)
-    device = pick_device(args.device)
-    with setup_errors("--dataset"):
-        info = datasets.dataset_info(args.dataset)
-    out_dir = Path(args.results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_args(args, out_dir)
-    log = RunLogger(args)
-    model, source = build_model(args, info)
+    device, info, out_dir, log = start_run(args, project="nnc")
+    model, source = build_model(args.model, args.dataset, info, args.model_path,
+                                 train_first=args.pre_train_model)
     model.to(device)
     if args.pre_train_model:
         source = str(pre_train(model, args, info, device, log))

@@ -1,4 +1,4 @@
-"""Figures of compression runs: rate-accuracy curves and segmentation masks."""
+"""Figures of compression runs: rate-accuracy curves, training curves and segmentation masks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +27,31 @@ def plot_rate_accuracy(runs: list[dict], path: str | Path, title: str = "") -> P
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Test score, sparsity and compressed size of a quantized training run, per epoch
+    (epoch 0 is the network right after its first quantization)."""
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [row["metric"] for row in history], "o-")
+    left.set_ylabel(history[0]["metric_name"] + " [%]")
+    right.plot(epochs, [row["sparsity"] for row in history], "o-", color="C1", label="zeros")
+    right.set_ylabel("zero weights [%]")
+    size = right.twinx()
+    size.plot(epochs, [row["compressed_bytes"] / 1024 for row in history], "s--", color="C2",
+              label="size")
+    size.set_ylabel("compressed size [KiB]")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -74,3 +74,29 @@ def test_unknown_names():
         make_composite("epsilon_everything")
     with pytest.raises(ValueError, match="canonizer"):
         make_composite("epsilon_plus_flat", "mobilenetv9")
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_mobilenet_canonizer(arch):
+    import models
+    from ecqx.composites import auto_canonizer
+    net = models.create_model(arch, num_classes=10, pretrained=False).eval()
+    assert auto_canonizer(net) == "mobilenet"
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([3, 7])
+    with torch.no_grad():
+        before = net(x)
+    rel = weight_relevances(net, x, y, make_composite("epsilon_plus_flat_bn_pass", "mobilenet"))
+    convs = {n for n, m in net.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    assert set(rel) == {f"{n}.weight" for n in convs}
+    assert all(torch.isfinite(r).all() for r in rel.values())
+    with torch.no_grad():
+        assert torch.equal(net(x), before)
+
+
+def test_auto_canonizer_by_architecture():
+    import models
+    from ecqx.composites import auto_canonizer
+    assert auto_canonizer(models.create_model("resnet20", num_classes=10)) == "resnetcifar"
+    assert auto_canonizer(models.create_model("resnet18", num_classes=10, pretrained=False)) == "resnet"
+    assert auto_canonizer(models.create_model("vgg11", num_classes=10, pretrained=False)) == "vgg"
+    assert auto_canonizer(torch.nn.Sequential(torch.nn.Linear(3, 2))) == "none"

@@ -157,7 +157,7 @@ def test_shipped_checkpoint_codes_and_decodes():
     with torch.no_grad():
         a, b = model(x)["out"], restored.eval()(x)["out"]
     assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.95
-    from experiments.nnc_run import SHIPPED_CHECKPOINTS
+    from experiments.builders import SHIPPED_CHECKPOINTS
     assert os.path.samefile(SHIPPED_CHECKPOINTS[("fmnist_segnet", "fashion_mnist_seg")], CHECKPOINT)
 
 
