@@ -2,6 +2,8 @@
 """Training experiments of the toolkit, one pipeline per subcommand.
 
     python run.py ecqx [options]     entropy-constrained (LRP-guided) trained quantization
+    python run.py pnc train|eval|simulate [options]
+                                     progressive neural compression for image offloading
 
 `python run.py PIPELINE --help` lists a pipeline's options; every pipeline accepts
 `--config file.yaml` for its flag defaults and writes JSON results and plots.
@@ -17,6 +19,7 @@ from experiments.config import parse_with_config
 # pipeline name -> module with build_parser(prog) and run(args)
 PIPELINES = {
     "ecqx": "experiments.ecqx_run",
+    "pnc": "experiments.pnc_run",
 }
 
 

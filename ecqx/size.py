@@ -23,7 +23,7 @@ def compressed_bitstream(model: torch.nn.Module, quantizer, qp: int = FINE_QP) -
     for name, value in model.state_dict().items():
         if name.endswith("num_batches_tracked"):
             continue
-        tensors[name] = levels[name].numpy() if name in levels else value.detach().cpu().numpy()
+        tensors[name] = (levels[name] if name in levels else value).detach().cpu().numpy()
     tensors[STEPS] = np.array(list(quantizer.steps().values()), dtype=np.float32).view(np.int32)
     return nnc_nn.encode(tensors, qp=qp, nonweight_qp=qp, use_dq=False)
 

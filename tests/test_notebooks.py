@@ -67,7 +67,7 @@ def outputs(nb):
 
 def test_notebooks_are_stored_without_outputs():
     names = [n for n in os.listdir(NOTEBOOKS) if n.endswith(".ipynb")]
-    assert "icml_demo.ipynb" in names
+    assert {"icml_demo.ipynb", "pnc_demo.ipynb"} <= set(names)
     for name in names:
         nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
         nbformat.validate(nb)
@@ -103,3 +103,19 @@ def test_icml_demo_runs_offline(kernel_env, monkeypatch):
     assert (results / "masks.png").stat().st_size > 1000
     assert (results / "miou_vs_size.png").stat().st_size > 1000
     assert len(list(results.glob("qp*.nnc"))) == 5
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason=f"the PNC demo needs Fashion-MNIST in {FMNIST} "
+                                            "(apt-get install dataset-fashion-mnist)")
+def test_pnc_demo_runs_offline(kernel_env):
+    nb = run_notebook("pnc_demo.ipynb")
+    text, mimes = outputs(nb)
+    assert "Error" not in text, text
+    rows = {m[1]: [(int(b), float(a)) for b, a in re.findall(r"(\d+) B\s+([\d.]+)%", m[2])]
+            for m in re.finditer(r"^(PNC without tail-drop|PNC|jpeg q10|webp q10|jpeg q90|webp q90)\s+(.*)$",
+                                 text, re.M)}
+    assert set(rows) == {"PNC", "PNC without tail-drop", "jpeg q10", "webp q10", "jpeg q90", "webp q90"}, text
+    pnc = rows["PNC"]
+    assert [b for b, _ in pnc] == sorted(b for b, _ in pnc)        # more channels, more bytes
+    assert pnc[-1][1] > 80 and pnc[-1][0] < rows["jpeg q10"][0][0]  # all channels: good and small
+    assert "image/png" in mimes
