@@ -251,6 +251,16 @@ class WrongResult(HarnessFailure):
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the process's own
+    address space; ru_maxrss would also carry the peak of a large parent that started the
+    harness (Linux keeps it across fork and exec), e.g. a pytest run that has loaded torch."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
