@@ -162,8 +162,7 @@ def run(args) -> dict:
     """Run the experiment described by ``args`` (see ``run.py ecqx --help``); returns the results."""
     device, info, out_dir, log = start_run(args, project="ecqx",
                                            args_file=f"{run_name(args)}_args.yaml")
-    max_batches = args.max_batches or None
-    args.max_batches = max_batches
+    args.max_batches = args.max_batches or None          # 0: whole epochs
     model, source = initial_model(args, info, device, log)
     train_loader = loader(args, "train", info, shuffle=True, augment=True)
     test_loader = loader(args, "test", info, shuffle=False)
@@ -191,7 +190,7 @@ def run(args) -> dict:
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         loss = train_epoch(model, quantizer, train_loader, optimizers, device, relevance=relevance,
-                           max_batches=max_batches, desc=f"{method_name(args)} {epoch}/{args.epochs}",
+                           max_batches=args.max_batches, desc=f"{method_name(args)} {epoch}/{args.epochs}",
                            verbose=args.verbose)
         row, bitstream, decoded = report_epoch(model, quantizer, epoch, loss, time.perf_counter() - start)
         history.append(row)

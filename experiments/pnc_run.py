@@ -102,14 +102,15 @@ def load_pnc(path: str | Path) -> PNCCodec:
     return PNCCodec.from_state(model.eval(), state["codec"])
 
 
-def test_images(args, info, count: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The first ``count`` test images in [0, 1] and their labels."""
-    args_eval = argparse.Namespace(**{**vars(args), "batch_size": 500})
-    images, labels = [], []
-    for batch, target in loader(args_eval, "test", info, shuffle=False):
+def first_images(args, info, count: int, split: str = "test") -> tuple[torch.Tensor, np.ndarray]:
+    """The first ``count`` images of ``split`` in [0, 1] and their labels."""
+    in_bulk = argparse.Namespace(**{**vars(args), "batch_size": 500})
+    images, labels, seen = [], [], 0
+    for batch, target in loader(in_bulk, split, info, shuffle=False):
         images.append(to_pixels(batch, info.mean, info.std))
         labels.append(target)
-        if sum(len(x) for x in images) >= count:
+        seen += len(batch)
+        if seen >= count:
             break
     return torch.cat(images)[:count], torch.cat(labels)[:count].numpy()
 
@@ -127,13 +128,8 @@ def train(args, info, device, log) -> dict:
                                      device=device, mean=info.mean, std=info.std,
                                      max_batches=args.max_batches, verbose=args.verbose, log=log.print)
     model.cpu().eval()
-    calibration = argparse.Namespace(**{**vars(args), "batch_size": 1000})
-    pixels = []
-    for batch, _ in loader(calibration, "train", info, shuffle=False):
-        pixels.append(to_pixels(batch, info.mean, info.std))
-        if sum(len(p) for p in pixels) >= args.calibration_images:
-            break
-    codec = PNCCodec.calibrate(model, torch.cat(pixels)[:args.calibration_images], bits=args.bits)
+    calibration, _ = first_images(args, info, args.calibration_images, split="train")
+    codec = PNCCodec.calibrate(model, calibration, bits=args.bits)
     path = Path(args.checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "config": asdict(config),
@@ -146,24 +142,24 @@ def train(args, info, device, log) -> dict:
     return {"checkpoint": str(path), "losses": history, "clip": codec.quantizer.clip}
 
 
-def _ladders(args, info, device, log):
-    """Ladders of every method on the first ``--images`` test images."""
+def _ladders(args, info, device, log, qualities):
+    """Ladders of PNC and of every baseline at ``qualities`` on the first ``--images`` test images."""
     codec = _codec_or_train(args, info, device, log)
     classifier = edge_classifier(args, info, device).cpu()
-    images, labels = test_images(args, info, args.images)
+    images, labels = first_images(args, info, args.images)
     ladders = {"PNC": offload.pnc_ladder(codec, classifier, images, labels, verbose=args.verbose)}
     if args.compare:
         ladders["PNC without tail-drop"] = offload.pnc_ladder(load_pnc(args.compare), classifier, images,
                                                               labels, name="PNC without tail-drop",
                                                               verbose=args.verbose)
-    for q in args.qualities:
+    for q in qualities:
         for codec_name in ("jpeg", "webp"):
             ladder = offload.file_ladder(codec_name, q, classifier, images, labels)
             ladders[ladder.method] = ladder
         ladder = offload.progressive_jpeg_ladder(q, classifier, images, labels)
         ladders[ladder.method] = ladder
     with torch.no_grad():
-        full = 100.0 * float((offload._predict(classifier, images) == labels).mean())
+        full = 100.0 * float((offload.predict(classifier, images) == labels).mean())
     return codec, classifier, images, labels, ladders, full
 
 
@@ -178,7 +174,7 @@ def _codec_or_train(args, info, device, log) -> PNCCodec:
 
 
 def evaluate(args, info, device, log) -> dict:
-    codec, classifier, images, labels, ladders, full = _ladders(args, info, device, log)
+    codec, classifier, images, labels, ladders, full = _ladders(args, info, device, log, args.qualities)
     sizes = {"huffman": [], "cabac": []}
     for image in images[:min(200, len(images))]:
         for coder in sizes:
@@ -217,16 +213,14 @@ def parse_trace(spec: str, duration: float) -> Trace:
 
 
 def simulate(args, info, device, log) -> dict:
-    codec, classifier, images, labels, ladders, full = _ladders(args, info, device, log)
     qualities = [q for q in args.qualities if q in SIMULATED_QUALITIES] or args.qualities
+    codec, classifier, images, labels, ladders, full = _ladders(args, info, device, log, qualities)
     latency = offload.encode_latency(codec, images[:100], qualities=qualities)
-    shown = [name for name in ladders
-             if name.startswith("PNC") or any(name.endswith(f" q{q}") for q in qualities)]
     traces = {}
     for spec in args.trace:
         trace = parse_trace(spec, duration=len(images) * max(args.deadlines))
         rows = {}
-        for name in shown:
+        for name in ladders:
             encode_s = latency["PNC" if name.startswith("PNC") else name]
             rows[name] = [ladders[name].accuracy(trace.budgets(len(images), t, encode_s)) for t in args.deadlines]
         traces[trace.name] = rows

@@ -17,7 +17,7 @@ from nnc_core import tensor as nnc_tensor
 
 from .huffman import HuffmanCode, channel_codes
 from .model import PNC
-from .quantize import LatentQuantizer
+from .quantize import LatentQuantizer, calibrate_clip
 
 
 def cabac_encode(symbols: np.ndarray) -> bytes:
@@ -38,7 +38,6 @@ class PNCCodec:
     @classmethod
     def calibrate(cls, model: PNC, images: torch.Tensor, bits: int = 6) -> "PNCCodec":
         """Clip value and Huffman tables from (training) ``images``."""
-        from .quantize import calibrate_clip
         with torch.no_grad():
             latents = model.eval().encoder(images)
         quantizer = LatentQuantizer(calibrate_clip(latents), bits)
@@ -55,7 +54,10 @@ class PNCCodec:
 
     def encode(self, image: torch.Tensor, coder: str = "huffman") -> list[bytes]:
         """One image ``(channels, H, W)`` -> coded bytes of every latent channel, in order."""
-        symbols = self.symbols(image[None])[0]
+        return self.encode_symbols(self.symbols(image[None])[0], coder)
+
+    def encode_symbols(self, symbols: np.ndarray, coder: str = "huffman") -> list[bytes]:
+        """Quantised latents ``(C, h, w)`` of one image -> coded bytes of every channel."""
         if coder == "huffman":
             return [code.encode(s) for code, s in zip(self.codes, symbols)]
         if coder == "cabac":

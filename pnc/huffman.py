@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class HuffmanCode:
     def from_counts(cls, counts) -> "HuffmanCode":
         return cls(tuple(int(n) for n in code_lengths(np.asarray(counts, dtype=np.float64) + 1.0)))
 
-    @property
+    @cached_property
     def codes(self) -> list[int]:
         """Canonical codewords (as integers of ``lengths[s]`` bits)."""
         order = sorted(range(len(self.lengths)), key=lambda s: (self.lengths[s], s))
@@ -71,9 +72,13 @@ class HuffmanCode:
         pad = -nbits % 8
         return (value << pad).to_bytes((nbits + pad) // 8, "big")
 
+    @cached_property
+    def _decode_table(self) -> dict[tuple[int, int], int]:
+        return {(length, code): s for s, (length, code) in enumerate(zip(self.lengths, self.codes))}
+
     def decode(self, data: bytes, count: int) -> np.ndarray:
         """The first ``count`` symbols coded in ``data``; ``ValueError`` if ``data`` ends first."""
-        table = {(length, code): s for s, (length, code) in enumerate(zip(self.lengths, self.codes))}
+        table = self._decode_table
         out = np.empty(count, dtype=np.int64)
         value, length, n = 0, 0, 0
         for byte in data:

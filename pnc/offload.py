@@ -49,7 +49,8 @@ class Ladder:
 
 
 @torch.no_grad()
-def _predict(classifier, images: torch.Tensor, batch: int = 500) -> np.ndarray:
+def predict(classifier, images: torch.Tensor, batch: int = 500) -> np.ndarray:
+    """Predicted classes of ``images``, in batches."""
     return torch.cat([classifier(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)]).numpy()
 
 
@@ -61,11 +62,9 @@ def pnc_ladder(codec: PNCCodec, classifier, images: torch.Tensor, labels: np.nda
     symbols = codec.symbols(images)
     sizes = np.empty(symbols.shape[:2], dtype=np.int64)
     for i, image_symbols in enumerate(tqdm(symbols, desc=f"{name}: coding", leave=False, disable=not verbose)):
-        coded = ([code.encode(s) for code, s in zip(codec.codes, image_symbols)] if coder == "huffman"
-                 else codec.encode(images[i], coder))
-        sizes[i] = [sum(len(p) for p in packetize([c])) for c in coded]
+        sizes[i] = [sum(len(p) for p in packetize([c])) for c in codec.encode_symbols(image_symbols, coder)]
     latents = codec.quantizer.dequantize(torch.from_numpy(symbols))
-    correct = np.stack([_predict(classifier, codec.model.decoder(drop_tail(latents, k))) == labels
+    correct = np.stack([predict(classifier, codec.model.decoder(drop_tail(latents, k))) == labels
                         for k in range(1, codec.channels + 1)], axis=1)
     return Ladder(name, np.cumsum(sizes, axis=1), correct)
 
@@ -87,7 +86,7 @@ def file_ladder(codec: str, quality: int, classifier, images: torch.Tensor, labe
     grey = images.shape[1] == 1
     decoded = _from_uint8([baselines.decode(f, grey) for f in files])
     return Ladder(f"{codec} q{quality}", np.array([[len(f)] for f in files]),
-                  (_predict(classifier, decoded) == labels)[:, None])
+                  (predict(classifier, decoded) == labels)[:, None])
 
 
 def progressive_jpeg_ladder(quality: int, classifier, images: torch.Tensor, labels: np.ndarray) -> Ladder:
@@ -99,7 +98,7 @@ def progressive_jpeg_ladder(quality: int, classifier, images: torch.Tensor, labe
     # images with fewer scans repeat their last step (same bytes, same picture)
     prefixes = [p + [p[-1]] * (steps - len(p)) for p in prefixes]
     correct = np.stack([
-        _predict(classifier, _from_uint8([baselines.decode_prefix(f, p[s], grey) for f, p in zip(files, prefixes)]))
+        predict(classifier, _from_uint8([baselines.decode_prefix(f, p[s], grey) for f, p in zip(files, prefixes)]))
         == labels for s in range(steps)], axis=1)
     return Ladder(f"progressive jpeg q{quality}", np.array(prefixes), correct)
 
