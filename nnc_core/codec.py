@@ -17,6 +17,7 @@ from .bitstream.ndu import CPT_BI, CPT_BN, CPT_DC, CPT_LS
 from .cabac import PayloadDecoder, PayloadEncoder
 from .errors import DecodeError
 from .incremental import CodingState
+from .options import TensorOptions
 from .quant.step import step_size, step_size_exact
 from .workers import cores, shared_pool
 
@@ -115,6 +116,16 @@ class StreamSettings:
     pre_signalling: bool = False
     tca: bool = False
     topology_format: int = 0
+
+    @classmethod
+    def from_options(cls, opts: TensorOptions, topology_format: int = 0) -> "StreamSettings":
+        """The stream-level signalling that the encoder options ask for."""
+        return cls(qp_density=opts.qp_density, param_opt=opts.param_opt,
+                   row_skipping=opts.row_skipping,
+                   cabac_unary_length_minus1=opts.cabac_unary_length_minus1,
+                   compress_differences=opts.compress_differences,
+                   pre_signalling=opts.pre_signalling, tca=opts.tca,
+                   topology_format=topology_format)
 
     def mps(self) -> ModelParameterSet:
         return ModelParameterSet(

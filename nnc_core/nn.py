@@ -39,7 +39,7 @@ from .codec import (BN_ROLES, QuantizedBlock, QuantizedTensor, StreamSettings, d
                     encode_ndu_unit, encode_units, reconstruct)
 from .options import TensorOptions, resolve_options
 from .tensor import as_numpy, quantize_tensor
-from .tools import fold_batchnorm, optimise_qps, train_local_scales
+from .tools import fold_batchnorm, optimise_qps
 
 __all__ = ["encode", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit"]
 
@@ -73,6 +73,10 @@ def resolve_model_options(options: dict) -> tuple[TensorOptions, ModelTools]:
     if tools.pop("ioq", False):
         raise NotImplementedError("ioq (inference-based qp optimisation) is not implemented")
     opts = resolve_options(options)
+    for tool in ("compress_differences", "tca", "pre_signalling"):
+        if getattr(opts, tool):
+            raise NotImplementedError(f"{tool}=True: differential model coding is not "
+                                      "implemented in the model API yet")
     model_tools = ModelTools(**tools)
     if model_tools.epochs < 0 or model_tools.lr <= 0:
         raise ValueError("epochs must be >= 0 and lr > 0")
@@ -250,6 +254,7 @@ def _local_scales(model, entries, qps, opts, tools, train_loader, device, verbos
     state = model.state_dict()
     for name, value in state.items():     # dropped entries (num_batches_tracked) as they are
         fixed.setdefault(name, value)
+    from .tools.lsa import train_local_scales
     scales = train_local_scales(model, fixed, train_loader, epochs=tools.epochs, lr=tools.lr,
                                 max_batches=tools.max_batches, device=device, verbose=verbose)
     return {k: v.numpy().astype(np.float32) for k, v in scales.items()}
@@ -335,11 +340,8 @@ def _encode(model, train_loader, device, verbose, options) -> _Coded:
         elif e.name not in in_block:
             items.append(_quantize(e.array, e.name, qps[e.name], opts, e.parameter_id))
             kinds.append(e.kind if items[-1].qp is not None else "integer")
-    settings = StreamSettings(qp_density=opts.qp_density, param_opt=opts.param_opt,
-                              row_skipping=opts.row_skipping,
-                              cabac_unary_length_minus1=opts.cabac_unary_length_minus1,
-                              topology_format=TOPOLOGY_PYTORCH if _is_module(model)
-                              else TOPOLOGY_UNRECOGNISED)
+    settings = StreamSettings.from_options(
+        opts, TOPOLOGY_PYTORCH if _is_module(model) else TOPOLOGY_UNRECOGNISED)
     head, units = encode_units(items, settings)
     return _Coded(b"".join(head + [u.unit for u in units]), items, kinds, units, entries, settings)
 

@@ -50,11 +50,7 @@ def encode_with_reconstruction(x, state: CodingState | None = None,
     opts = resolve_options(options)
     array = as_numpy(x, opts.tensor_id)
     tensor = quantize_tensor(array, opts)
-    settings = StreamSettings(qp_density=opts.qp_density, param_opt=opts.param_opt,
-                              row_skipping=opts.row_skipping,
-                              cabac_unary_length_minus1=opts.cabac_unary_length_minus1,
-                              compress_differences=opts.compress_differences,
-                              pre_signalling=opts.pre_signalling, tca=opts.tca)
+    settings = StreamSettings.from_options(opts)
     bitstream, (reconstruction,) = encode_stream([tensor], settings, state)
     if reconstruction is None:          # all-zero tensor, NDU omitted under parent signalling
         reconstruction = np.zeros(tensor.dims, dtype=np.float32)
