@@ -9,6 +9,7 @@ example/weights/ and evaluates it on the Fashion-MNIST test set:
     python main.py --qp_sweep -44 -38 -32 -26 -20    # several qps, rate-accuracy plot
     python main.py --model resnet56 --dataset cifar100 --model_path resnet56.pt --use_dq
     python main.py --model resnet50 --dataset imagenet --dataset_path /data/imagenet --use_dq
+    python main.py --model timm/mobilenetv3_small_050 --model_rand_int --pre_train_model
     python main.py --model resnet20 --dataset fashion_mnist --pre_train_model --epochs 15 --lr 0.1
 
 Results go to --results: a JSON file, the .nnc bitstream of every qp, the resolved
@@ -27,7 +28,9 @@ from experiments.config import add_run_arguments, parse_with_config
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog=f"models: {', '.join(models.list_models())}; timm models as timm/<name>.\n"
+        epilog=f"models: {', '.join(models.list_models())}; and any timm model as "
+               "timm/<name> (a name of timm.list_models(), e.g. timm/resnet18; pretrained "
+               "weights come from the Hugging Face hub, --model_rand_int needs no download).\n"
                f"datasets: {', '.join(datasets.list_datasets())}.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -49,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     coding.add_argument("--bitdepth", type=int, default=None,
                         help="integer bit depth of the quantized weights (default: none)")
     data = parser.add_argument_group("model and data")
-    data.add_argument("--model", default="resnet20", help="registered model name (see below)")
+    data.add_argument("--model", default="resnet20",
+                      help="registered model name, or timm/<name> for a timm model (see below)")
     data.add_argument("--model_path", default=None,
                       help="checkpoint to load (default: the shipped one for the default "
                            "model, else pretrained weights)")
+    data.add_argument("--model_rand_int", action="store_true",
+                      help="start from a random initialisation (no checkpoint, no download)")
     data.add_argument("--dataset", default="fashion_mnist", help="registered dataset name")
     data.add_argument("--dataset_path", default=None,
                       help="dataset root (default: the dataset's usual place)")
@@ -76,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parse_with_config(build_parser(), argv)
     from experiments.nnc_run import run
-    run(args)
+    try:
+        run(args)
+    except models.WeightsDownloadError as error:  # no network and no cached weights
+        raise SystemExit(f"error: model {args.model!r}: {error}") from error
     return 0
 
 

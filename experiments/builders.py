@@ -64,6 +64,11 @@ def loader(args, split: str, info, shuffle: bool, augment: bool = False):
                                        num_workers=getattr(args, "workers", 0), collate_fn=collate)
 
 
+def file_stem(model: str) -> str:
+    """``model`` as part of a file name: ``"timm/resnet18"`` becomes ``"timm_resnet18"``."""
+    return model.replace("/", "_")
+
+
 def checkpoint_path(model: str, dataset: str, model_path: str | None) -> Path | None:
     """``model_path``, else the shipped checkpoint of (model, dataset), else None."""
     return Path(model_path) if model_path else SHIPPED_CHECKPOINTS.get((model, dataset))
@@ -76,9 +81,11 @@ def build_model(name: str, dataset: str, info, model_path: str | None = None, *,
     ``random_init``, or when no checkpoint exists yet and the model is ``train_first``."""
     path = None if random_init else checkpoint_path(name, dataset, model_path)
     pretrained = path is None and not (train_first or random_init)
+    # timm's fixed-size models (ViT, Swin, ...) are built for the data set's input size
+    size = {"img_size": info.image_size} if name.startswith("timm/") else {}
     with setup_errors(f"model {name!r}"):
         model = models.create_model(name, num_classes=info.num_classes, in_chans=info.in_chans,
-                                    pretrained=pretrained)
+                                    pretrained=pretrained, **size)
     if path is not None and path.exists():
         models.load_checkpoint(model, path)
         return model, str(path)

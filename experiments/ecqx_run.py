@@ -28,8 +28,8 @@ from ecqx.size import compressed_bitstream, restore
 from ecqx.train import RelevanceTracker, make_optimizers, train_epoch
 
 from . import report
-from .builders import (SHIPPED_CHECKPOINTS, build_model, full_precision_training, loader,
-                       setup_errors, start_run)
+from .builders import (SHIPPED_CHECKPOINTS, build_model, file_stem, full_precision_training,
+                       loader, setup_errors, start_run)
 from .config import add_run_arguments
 from .engine import EarlyStopping, evaluate, headline
 from .plots import plot_training_curves
@@ -107,7 +107,7 @@ def method_name(args) -> str:
 
 
 def run_name(args) -> str:
-    return f"{method_name(args).lower()}_{args.model}_{args.bitwidth}bit_L{args.Lambda:g}"
+    return f"{method_name(args).lower()}_{file_stem(args.model)}_{args.bitwidth}bit_L{args.Lambda:g}"
 
 
 def initial_model(args, info, device, log) -> tuple[torch.nn.Module, str]:

@@ -20,7 +20,8 @@ from nnc_core import nn as nnc_nn
 from nnc_core.metrics import bzip2_bytes, entropy_bits, huffman_bits
 
 from . import report
-from .builders import build_model, checkpoint_path, full_precision_training, loader, start_run
+from .builders import (build_model, checkpoint_path, file_stem, full_precision_training, loader,
+                       start_run)
 from .engine import evaluate, headline
 from .plots import plot_rate_accuracy, plot_segmentation_masks
 from .tracking import RunLogger
@@ -37,7 +38,7 @@ def coding_options(args, qp: int) -> dict:
 def pre_train(model, args, info, device, log: RunLogger) -> Path:
     """Train the full model before compression and save it to --model_path."""
     path = checkpoint_path(args.model, args.dataset, args.model_path) or \
-        Path(args.results) / f"{args.model}_{args.dataset}.pt"
+        Path(args.results) / f"{file_stem(args.model)}_{args.dataset}.pt"
     full_precision_training(model, args, info, device, log, epochs=args.epochs, lr=args.lr,
                             save_to=path)
     return path
@@ -79,7 +80,7 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
     metric_name, value = headline(metrics, info.task)
     params, original_bytes = coded.params, coded.original_bytes
     size = len(coded.bitstream)
-    stem = f"{args.model}_qp{qp}"
+    stem = f"{file_stem(args.model)}_qp{qp}"
     (out_dir / f"{stem}.nnc").write_bytes(coded.bitstream)
     coders = coder_comparison(coded)
     result = {
@@ -122,7 +123,8 @@ def run(args) -> dict:
     """Run the experiment described by ``args`` (see ``main.py --help``); returns the results."""
     device, info, out_dir, log = start_run(args, project="nnc")
     model, source = build_model(args.model, args.dataset, info, args.model_path,
-                                 train_first=args.pre_train_model)
+                                 train_first=args.pre_train_model,
+                                 random_init=getattr(args, "model_rand_int", False))
     model.to(device)
     if args.pre_train_model:
         source = str(pre_train(model, args, info, device, log))
@@ -142,9 +144,9 @@ def run(args) -> dict:
                                                   if k != "qp"},
                "runs": runs}
     if len(runs) > 1:
-        results["plot"] = str(plot_rate_accuracy(runs, out_dir / f"{args.model}_rate_accuracy.png",
-                                                 f"{args.model} on {args.dataset}"))
-    path = report.write_json(results, out_dir / f"{args.model}_results.json")
+        plot = out_dir / f"{file_stem(args.model)}_rate_accuracy.png"
+        results["plot"] = str(plot_rate_accuracy(runs, plot, f"{args.model} on {args.dataset}"))
+    path = report.write_json(results, out_dir / f"{file_stem(args.model)}_results.json")
     log.print(f"results: {path}")
     log.finish()
     return results

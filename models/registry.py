@@ -20,7 +20,17 @@ from typing import Callable, Dict, List, Optional
 
 from torch import nn
 
-__all__ = ["register_model", "register_namespace", "create_model", "list_models", "is_model"]
+__all__ = ["register_model", "register_namespace", "create_model", "list_models", "is_model",
+           "WeightsDownloadError"]
+
+
+class WeightsDownloadError(RuntimeError):
+    """Pretrained weights were asked for but could not be fetched (no network, no cached copy).
+
+    The message says where the weights come from, where they are cached and how to do
+    without them (``--model_path``, ``--model_rand_int``).
+    """
+
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 
@@ -101,6 +111,7 @@ def create_model(name: str, num_classes: Optional[int] = None, pretrained: bool 
 
     Raises:
         ValueError: the name is unknown (the message lists close matches).
+        WeightsDownloadError: ``pretrained`` weights could not be downloaded.
     """
     if num_classes is not None:
         kwargs["num_classes"] = num_classes

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from .registry import register_model
+from .registry import WeightsDownloadError, register_model
 
 __all__ = ["CLASSIFICATION_MODELS", "SEGMENTATION_MODELS"]
 
@@ -70,12 +70,13 @@ def _adapt_input_conv(model: nn.Module, in_chans: int, keep_weights: bool) -> No
         model.transform_input = False
 
 
-def _download_error(name: str, weights, err: Exception) -> RuntimeError:
-    return RuntimeError(
+def _download_error(name: str, weights, err: Exception) -> WeightsDownloadError:
+    return WeightsDownloadError(
         f"the pretrained weights of {name!r} could not be downloaded ({type(err).__name__}: {err}). "
         f"They come from {weights.url} ({weights}) and are cached in "
         f"{torch.hub.get_dir()}/checkpoints/: without internet access, copy that file there, "
-        "or pass your own checkpoint with --model_path (models.load_checkpoint).")
+        "or pass your own checkpoint with --model_path (models.load_checkpoint), "
+        "or start from a random initialisation with --model_rand_int.")
 
 
 def create_torchvision_model(name: str, pretrained: bool = False, num_classes=None,
@@ -84,7 +85,7 @@ def create_torchvision_model(name: str, pretrained: bool = False, num_classes=No
     ``num_classes`` and ``in_chans``. Other keyword arguments go to the torchvision builder.
 
     Raises:
-        RuntimeError: the pretrained weights could not be downloaded.
+        WeightsDownloadError: the pretrained weights could not be downloaded.
     """
     builder = tvm.get_model_builder(name)
     if name in SEGMENTATION_MODELS and num_classes is None:

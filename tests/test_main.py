@@ -1,4 +1,6 @@
-"""main.py as users run it: the default job, a qp sweep, the tools, wandb offline, --help."""
+"""main.py as users run it: the default job, a qp sweep, the tools, wandb offline, --help,
+timm models."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,9 +34,10 @@ def test_help_lists_flags_models_and_datasets():
                  "--batch_size", "--epochs", "--max_batches", "--lr", "--model", "--model_path",
                  "--dataset", "--dataset_path", "--results", "--workers", "--wandb", "--wandb_key",
                  "--wandb_run_name", "--pre_train_model", "--plot_segmentation_masks", "--verbose",
-                 "--device", "--config", "--qp_sweep"):
+                 "--device", "--config", "--qp_sweep", "--model_rand_int"):
         assert flag in out, flag
     assert "resnet20" in out and "deeplabv3_resnet50" in out and "fashion_mnist" in out
+    assert "timm/<name>" in out
 
 
 @needs_data
@@ -81,6 +84,38 @@ def test_config_file_and_bad_checkpoint(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "--model_path", str(tmp_path / "nope.pt"),
                           "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "not found" in bad.stderr
+
+
+needs_timm = pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm not installed")
+
+
+@needs_timm
+def test_timm_model_without_network_is_a_clean_error(tmp_path):
+    """Pretrained timm weights that cannot be fetched: one line on stderr, no traceback."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), WANDB_MODE="offline")
+    bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "--model", "timm/mobilenetv3_small_050",
+                          "--results", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert bad.stderr.startswith("error: model 'timm/mobilenetv3_small_050': the pretrained weights")
+    for hint in ("could not be downloaded", "HF_HUB_OFFLINE", "--model_path", "--model_rand_int"):
+        assert hint in bad.stderr, hint
+
+
+@pytest.mark.slow
+@needs_timm
+@needs_data
+def test_timm_model_random_init_job(tmp_path):
+    """`main.py --model timm/<name> --model_rand_int`: offline, one small evaluation."""
+    out = run_main("--model", "timm/mobilenetv3_small_050", "--model_rand_int", "--max_eval_batches", "1",
+                   "--batch_size", "16", "--no-verbose", "--results", str(tmp_path),
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    result = json.loads((tmp_path / "timm_mobilenetv3_small_050_results.json").read_text())
+    (run,) = result["runs"]
+    assert result["model"] == "timm/mobilenetv3_small_050" and result["weights"] == "random init"
+    assert run["decoded_metrics"]["samples"] == 16 and run["ratio"] > 3
+    assert (tmp_path / run["bitstream"]).stat().st_size == run["compressed_bytes"]
+    assert "(random init)" in out
 
 
 def test_shipped_checkpoint_is_small_and_loads():

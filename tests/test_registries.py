@@ -1,5 +1,6 @@
 """Model and data set registries (models/, datasets/): offline, on small synthetic data."""
 import gzip
+import importlib.util
 import os
 import struct
 import sys
@@ -12,15 +13,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-import datasets  # noqa: E402
-import models  # noqa: E402
-from datasets.fashion_mnist import DEBIAN_ROOT, read_idx  # noqa: E402
-from datasets.voc import voc_colormap  # noqa: E402
-from models.resnet_cifar import ShortcutA  # noqa: E402
+import datasets
+import models
+from datasets.fashion_mnist import DEBIAN_ROOT, read_idx
+from datasets.voc import voc_colormap
+from models.resnet_cifar import ShortcutA
 
 
 def n_params(model):
@@ -142,7 +139,8 @@ def test_pretrained_download_failure_is_explained(offline):
         models.create_model("resnet18", pretrained=True)
     message = str(info.value)
     assert "could not be downloaded" in message and "--model_path" in message
-    assert "https://download.pytorch.org/models/resnet18" in message
+    assert "https://download.pytorch.org/models/resnet18" in message and "--model_rand_int" in message
+    assert isinstance(info.value, models.WeightsDownloadError)
     assert isinstance(info.value.__cause__, urllib.error.URLError)
 
 
@@ -179,6 +177,79 @@ def test_timm_namespace(monkeypatch):
     assert calls == [("resnet18", {"pretrained": False, "num_classes": 3, "in_chans": 2})]
     assert models.list_models("timm/resnet*") == ["timm/resnet18", "timm/resnet50"]
     assert models.is_model("timm/resnet50") and not models.is_model("timm/nope")
+
+
+needs_timm = pytest.mark.skipif(importlib.util.find_spec("timm") is None,
+                                reason="timm not installed (pip install -r requirements.txt)")
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """Make every timm weight download fail as it does without internet."""
+    pytest.importorskip("timm")
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from timm.models import _builder, _hub
+    calls = []
+
+    def fail(*args, **kwargs):
+        calls.append(args)
+        raise LocalEntryNotFoundError("An error happened while trying to locate the file on the "
+                                      "Hub and we cannot find the requested files in the local cache.")
+
+    monkeypatch.setattr(_hub, "hf_hub_download", fail)
+    monkeypatch.setattr(_builder, "load_state_dict_from_url", fail)
+    return calls
+
+
+@needs_timm
+@pytest.mark.parametrize("name, dataset", [("timm/mobilenetv3_small_050", "fashion_mnist"),
+                                           ("timm/resnet18", "cifar10"),
+                                           ("timm/test_vit", "cifar100")])   # fixed input size
+def test_timm_model_random_init_forward(name, dataset, hub_offline):
+    from experiments.builders import build_model
+    torch.manual_seed(0)
+    info = datasets.dataset_info(dataset)
+    model, source = build_model(name, dataset, info, random_init=True)
+    assert source == "random init"
+    x = torch.randn(2, info.in_chans, info.image_size, info.image_size)
+    assert model.eval()(x).shape == (2, info.num_classes)
+    assert not hub_offline, "a random init must not download anything"
+    assert models.is_model(name) and name in models.list_models(name.split(".")[0])
+
+
+@needs_timm
+def test_timm_model_adapts_classes_channels_and_input_size(hub_offline):
+    model = models.create_model("timm/resnet18", num_classes=10, in_chans=1)
+    assert model.conv1.weight.shape == (64, 1, 7, 7) and model.fc.out_features == 10
+    vit = models.create_model("timm/test_vit", num_classes=10, in_chans=1, img_size=32)
+    assert vit.patch_embed.img_size == (32, 32)
+    assert vit.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+    cnn = models.create_model("timm/test_efficientnet", img_size=32)   # takes any size: ignored
+    assert cnn.eval()(torch.randn(1, 3, 40, 40)).shape == (1, 1000)
+
+
+@needs_timm
+def test_timm_unknown_name_and_model_without_weights():
+    with pytest.raises(ValueError, match="unknown timm model 'resnet18x'.*'timm/resnet18'"):
+        models.create_model("timm/resnet18x")
+    assert not models.is_model("timm/resnet18x")
+    with pytest.raises(ValueError, match="no pretrained weights.*--model_rand_int"):
+        models.create_model("timm/coatnet_0_224", pretrained=True)
+
+
+@needs_timm
+def test_timm_pretrained_download_failure_is_explained(hub_offline):
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    with pytest.raises(models.WeightsDownloadError) as info:
+        models.create_model("timm/mobilenetv3_small_050", pretrained=True, num_classes=10)
+    message = str(info.value)
+    assert hub_offline, "the weights were not asked for"
+    assert "timm model 'mobilenetv3_small_050' could not be downloaded" in message
+    assert "https://huggingface.co/timm/mobilenetv3_small_050" in message
+    for hint in ("--model_path", "--model_rand_int", "huggingface"):
+        assert hint in message, hint
+    assert "\n" not in message and isinstance(info.value, RuntimeError)
+    assert isinstance(info.value.__cause__, LocalEntryNotFoundError)
 
 
 # ----------------------------------------------------------------------------- checkpoints
