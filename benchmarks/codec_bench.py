@@ -38,9 +38,9 @@ torch.set_num_threads(1) in the reference). On a shared machine absolute times d
 run to run; the ratios compare measurements taken in the same run.
 
 Peak memory (full mode): for the Gaussian at qp -32 with DQ, a fresh subprocess per
-implementation (benchmarks/ref_timer.py) imports its codec, loads the input, records the
-resident set size as a baseline, encodes and decodes once and reports the peak resident set
-size minus the baseline (bytes and bytes per element). On Linux the peak is VmHWM from
+implementation (the "memory" job of reference/driver.py) imports its codec, loads the
+input, records the resident set size as a baseline, encodes and decodes once and reports the
+peak resident set size minus the baseline (bytes and bytes per element). On Linux the peak is VmHWM from
 /proc/self/status, reset to the current RSS just before the baseline (/proc/self/clear_refs):
 ru_maxrss of a fresh subprocess still holds the high-water mark inherited from the process
 that started it, which can hide the peak entirely. Elsewhere ru_maxrss is used. For ours the
@@ -59,11 +59,18 @@ output, the range of the speed-ups over all cases and peak_memory.
 
 The reference interpreter is NNC_REF_PYTHON if set, else tests/conformance/.refenv/bin/python
 (made by `bash tests/conformance/env.sh`). If it is missing or has no nncodec 2.1.3 the
-benchmark stops with exit status 2, unless --no-reference is given.
+benchmark stops with exit status 2, unless --no-reference is given. The reference is driven
+through the repository's `reference` package (the same driver as the conformance tests), so
+the benchmark runs from the repository root as a module:
+
+    env/bin/python -m benchmarks.codec_bench --quick
 """
 from __future__ import annotations
 
 import os
+
+if not __package__:  # started as a file: the repository's packages are not importable then
+    raise SystemExit("run it from the repository root as a module: python -m benchmarks.codec_bench ...")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -73,7 +80,6 @@ for _var in THREAD_VARS:            # before numpy is imported
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -87,10 +93,17 @@ from typing import Any, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from reference import (  # noqa: E402
+    DRIVER,
+    ReferenceJobError,
+    ReferenceRunner,
+    ReferenceUnavailable,
+    check_reference,
+    reference_python,
+)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-REF_TIMER = HERE / "ref_timer.py"
-REFERENCE_PY = ROOT / "tests" / "conformance" / "reference.py"
 DEFAULT_CHECKPOINT = ROOT / "example" / "weights" / "fmnist_mlp.pt"
 DEFAULT_OUT = HERE / "results"
 
@@ -258,139 +271,114 @@ class ReferenceMissing(RuntimeError):
     pass
 
 
-def _reference_module():
-    """tests/conformance/reference.py (it needs numpy only), for locating the interpreter."""
-    name = "nnc_bench_reference"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REFERENCE_PY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return mod
-
-
 def locate_reference(explicit: Optional[str]) -> tuple[Path, str]:
     """Interpreter of the reference environment and its nncodec version (checked)."""
-    mod = _reference_module()
-    py = Path(explicit) if explicit else mod.reference_python()
+    py = Path(explicit) if explicit else reference_python()
     try:
-        version = mod.check_reference(py, full=False)
-    except mod.ReferenceUnavailable as e:
+        version = check_reference(py, full=False)
+    except ReferenceUnavailable as e:
         raise ReferenceMissing(str(e)) from None
     return py, version
 
 
-def subprocess_env() -> dict:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    env["PYTHONUNBUFFERED"] = "1"
-    for var in THREAD_VARS:
-        env[var] = "1"
-    return env
+# the reference (and our memory subprocess) must not start a GPU; thread variables are in
+# os.environ already (set at the top of this script) and inherited
+SUBPROCESS_ENV = {"CUDA_VISIBLE_DEVICES": ""}
 
 
 class ReferenceTimer:
-    """The reference in one long-lived subprocess (benchmarks/ref_timer.py time), which times
-    one encode + decode of a case per request, so that its repeats can be interleaved with
-    ours and load from other processes affects both implementations alike."""
+    """The reference in one long-lived driver subprocess (a ``reference`` session), which
+    times one encode + decode of a case per "time" job, so that its repeats can be
+    interleaved with ours and load from other processes affects both implementations alike."""
 
     def __init__(self, cases: list[Case], ref_python: Path, workdir: Path):
-        self.jobs = [{"id": c.name, "input": str(c.input_path), "args": c.ref_args,
+        self.jobs = [{"op": "time", "id": c.name, "input": str(c.input_path), "args": c.ref_args,
                       "bitstream": str(workdir / f"ref_{i:03d}.nnc"),
                       "decoded": str(workdir / f"ref_{i:03d}_dec.npy")} for i, c in enumerate(cases)]
-        job_file = workdir / "ref_jobs.json"
-        self.res_file = workdir / "ref_results.json"
-        self.log_file = workdir / "ref_log.txt"
-        job_file.write_text(json.dumps({"warmup": True, "jobs": self.jobs}))
-        self._log = open(self.log_file, "w")
-        self.proc = subprocess.Popen(
-            [str(ref_python), str(REF_TIMER), "time", str(job_file), str(self.res_file)],
-            cwd=str(workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            text=True, bufsize=1, env=subprocess_env())
-        answer = self.proc.stdout.readline().strip()
-        if answer != "ready":
-            self._fail("failed to start")
-
-    def _fail(self, what: str):
-        rc = self.proc.poll()
-        if rc is None:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._log.close()
-        tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
-        raise ReferenceMissing(f"the reference timer (benchmarks/ref_timer.py) {what} "
-                               f"(exit status {rc}); its output ends with:\n{tail}")
+        self.runs = [{"ok": True, "error": None, "encode_s": [], "decode_s": [], "sha256": set()}
+                     for _ in cases]
+        runner = ReferenceRunner(ref_python, check=False, torch_threads=1, env=SUBPROCESS_ENV)
+        try:
+            self.session = runner.session(workdir)
+            info = self.session.run({"op": "info", "id": "info"})
+            # first calls pay for lazy imports and allocator growth; keep that out of the timings
+            warm = self.session.run({"op": "warmup", "id": "warmup"})
+        except (ReferenceUnavailable, ReferenceJobError) as e:
+            raise ReferenceMissing(f"the reference driver (reference/driver.py) failed to start: "
+                                   f"{e}") from None
+        for r in (info, warm):
+            if not r["ok"]:
+                self.session.close()
+                raise ReferenceMissing(f"the reference driver's {r['op']} job failed: {r['error']}")
+        self.versions = info["versions"]
 
     def run(self, i: int) -> bool:
         """One timed encode + decode of case ``i`` in the reference process."""
+        acc = self.runs[i]
+        if not acc["ok"]:
+            return False
+        job = dict(self.jobs[i])
+        if acc["encode_s"]:                 # the first run wrote the bitstream and the decode
+            job.pop("bitstream")
+            job.pop("decoded")
         try:
-            self.proc.stdin.write(f"run {i}\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            self._fail("ended unexpectedly")
-        answer = self.proc.stdout.readline().split()
-        if not answer:
-            self._fail("ended unexpectedly")
-        return answer[0] == "done"
+            r = self.session.run(job)
+        except ReferenceJobError as e:
+            raise ReferenceMissing(str(e)) from None
+        if not r["ok"]:
+            acc["ok"], acc["error"] = False, r["error"]
+            return False
+        acc["encode_s"].append(r["encode_s"])
+        acc["decode_s"].append(r["decode_s"])
+        acc["sha256"].add(r["sha256"])
+        return True
 
     def finish(self) -> tuple[dict, list[dict]]:
         """Stop the process; return (versions, per-case results with "bitstream" bytes and
         "decoded" arrays, or "ok": False and "error")."""
-        try:
-            self.proc.stdin.write("end\n")
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = self.proc.wait()
-        if not self.res_file.exists():
-            self._fail("wrote no results")
-        self._log.close()
-        out = json.loads(self.res_file.read_text())
+        rc = self.session.close()
         results = []
-        for job, r in zip(self.jobs, out["results"]):
-            if not r.get("ok") or not r.get("encode_s"):
-                results.append({"ok": False, "error": r.get("error") or f"no result (exit status {rc})"})
+        for job, acc in zip(self.jobs, self.runs):
+            if not acc["ok"] or not acc["encode_s"]:
+                results.append({"ok": False, "error": acc["error"] or f"no result (exit status {rc})"})
                 continue
             results.append({"ok": True, "bitstream": Path(job["bitstream"]).read_bytes(),
                             "decoded": np.load(job["decoded"]),
-                            "deterministic": r.get("deterministic"),
-                            **timing(r["encode_s"], r["decode_s"])})
-        return out.get("versions", {}), results
+                            "deterministic": len(acc["sha256"]) == 1,
+                            **timing(acc["encode_s"], acc["decode_s"])})
+        return self.versions, results
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if not self._log.closed:
-            self._log.close()
+        self.session.close()
 
 
 # ------------------------------------------------------------------------------ memory
 
+MEMORY_FIELDS = ("implementation", "method", "baseline_rss", "peak_rss", "peak_minus_baseline",
+                 "bytes", "decoded_shape", "tracemalloc_peak")
+
 
 def measure_memory(x_path: Path, n: int, ours_options: dict, ref_args: dict,
                    ref_python: Optional[Path], workdir: Path) -> dict:
+    """Peak memory of one encode + decode, each implementation in a fresh driver process
+    (ours with this interpreter, which needs no reference)."""
     out: dict[str, Any] = {}
-    runs = [("ours", [sys.executable, str(REF_TIMER), "memory", "ours", str(x_path),
-                      json.dumps(ours_options)])]
+    runs = [("ours", Path(sys.executable), ours_options)]
     if ref_python is not None:
-        runs.append(("ref", [str(ref_python), str(REF_TIMER), "memory", "ref", str(x_path),
-                             json.dumps(ref_args)]))
-    for impl, cmd in runs:
-        res_file = workdir / f"memory_{impl}.json"
-        proc = subprocess.run(cmd + [str(res_file)], cwd=str(workdir), capture_output=True,
-                              text=True, env=subprocess_env())
-        if proc.returncode != 0 or not res_file.exists():
-            tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-10:])
-            out[impl] = {"error": f"exit status {proc.returncode}: {tail}"}
+        runs.append(("ref", ref_python, ref_args))
+    for impl, python, options in runs:
+        runner = ReferenceRunner(python, check=False, torch_threads=1, env=SUBPROCESS_ENV)
+        job = {"op": "memory", "id": f"memory_{impl}", "impl": impl, "input": str(x_path),
+               "args": options}
+        try:
+            (r,) = runner.run_jobs([job], workdir / f"memory_{impl}")
+        except (ReferenceUnavailable, ReferenceJobError) as e:
+            out[impl] = {"error": str(e)}
             continue
-        r = json.loads(res_file.read_text())
+        if not r.get("ok"):
+            out[impl] = {"error": f"{r.get('error')}\n{r.get('traceback') or ''}".strip()}
+            continue
+        r = {k: r[k] for k in MEMORY_FIELDS if k in r}
         r["peak_bytes_per_element"] = r["peak_minus_baseline"] / n
         if "tracemalloc_peak" in r:
             r["tracemalloc_bytes_per_element"] = r["tracemalloc_peak"] / n
@@ -591,12 +579,12 @@ def _jsonable(obj):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="codec_bench.py", description=__doc__,
+        prog="python -m benchmarks.codec_bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  env/bin/python benchmarks/codec_bench.py                 # full run, results in benchmarks/results\n"
-               "  env/bin/python benchmarks/codec_bench.py --quick --out /tmp/bench\n"
-               "  env/bin/python benchmarks/codec_bench.py --checkpoint my_model.pt --no-memory\n"
+               "  env/bin/python -m benchmarks.codec_bench                 # full run, results in benchmarks/results\n"
+               "  env/bin/python -m benchmarks.codec_bench --quick --out /tmp/bench\n"
+               "  env/bin/python -m benchmarks.codec_bench --checkpoint my_model.pt --no-memory\n"
                "exit status: 0 on success (also when bitstreams differ: see bytes_identical), 1 if a "
                "reference job failed or nnc_core decodes a reference bitstream differently from the "
                "reference, 2 on bad arguments or a missing reference environment.")
@@ -690,11 +678,12 @@ def main(argv=None) -> int:
         "snr": "10 log10(sum x^2 / sum (x - y)^2) dB, 'inf' if lossless",
         "memory": None if not do_memory else {
             "case": f"gaussian {side}x{side} qp{HEADLINE_QP} DQ on",
-            "method": "fresh subprocess per implementation (benchmarks/ref_timer.py memory): peak RSS "
+            "method": "fresh subprocess per implementation (memory job of reference/driver.py): peak RSS "
                       "(VmHWM, reset by /proc/self/clear_refs; ru_maxrss where /proc is missing) minus "
                       "the RSS after imports, a small warm-up and loading the input, around one "
                       "encode + decode; tracemalloc peak of a second encode + decode for nnc_core"},
-        "reference": None if ref_python is None else {"python": str(ref_python), "driver": "benchmarks/ref_timer.py"},
+        "reference": None if ref_python is None else {"python": str(ref_python),
+                                                      "driver": str(DRIVER.relative_to(ROOT))},
     }
 
     status = 0

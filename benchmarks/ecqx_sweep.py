@@ -3,8 +3,8 @@
 setting one ``run.py ecqx`` run, and the best epoch's test accuracy against its compressed
 size and against its sparsity.
 
-    python benchmarks/ecqx_sweep.py                      # 2-5 bits x 3 Lambdas, ~1 h on 2 cores
-    python benchmarks/ecqx_sweep.py --bits 4 --lambdas 0.05 0.2 --epochs 1
+    python -m benchmarks.ecqx_sweep                      # 2-5 bits x 3 Lambdas, ~1 h on 2 cores
+    python -m benchmarks.ecqx_sweep --bits 4 --lambdas 0.05 0.2 --epochs 1
 
 Runs already in the JSON file are kept (a stopped sweep continues where it was); writes
 ``benchmarks/results/ecqx_sweep.json`` and ``ecqx_sweep.png``.
@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # started as a file: the repository's packages are not importable then
+    raise SystemExit("run it from the repository root as a module: python -m benchmarks.ecqx_sweep ...")
 
 import matplotlib  # noqa: E402
 
@@ -27,6 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.ecqx_run import build_parser, run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = {"ECQ": [], "ECQx": ["--lrp"]}
@@ -82,7 +84,8 @@ def plot(runs: list[dict], path: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ecqx_sweep",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5])
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.05, 0.15, 0.4])

@@ -5,8 +5,8 @@ Runs ``main.py`` over a qp sweep for each tool configuration (uniform quantizati
 DQ + BNF, DQ + BNF + LSA) and writes ``benchmarks/results/nnc_reproduction.json``, a
 rate-accuracy plot (``nnc_reproduction.png``) and the Markdown table of the README.
 
-    env/bin/python benchmarks/nnc_reproduction.py                 # qp -44 ... -12
-    env/bin/python benchmarks/nnc_reproduction.py --qps -32 -26 --max_eval_batches 10
+    env/bin/python -m benchmarks.nnc_reproduction                 # qp -44 ... -12
+    env/bin/python -m benchmarks.nnc_reproduction --qps -32 -26 --max_eval_batches 10
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # started as a file: the repository's packages are not importable then
+    raise SystemExit("run it from the repository root as a module: python -m benchmarks.nnc_reproduction ...")
 
 import matplotlib  # noqa: E402
 
@@ -25,6 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import main  # noqa: E402
 from experiments.nnc_run import run  # noqa: E402
 from experiments.report import write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {
     "uniform": [],
@@ -70,7 +72,8 @@ def plot(rows: list[dict], original: float, path: Path) -> None:
 
 
 def main_(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.nnc_reproduction",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--qps", type=int, nargs="+", default=[-44, -40, -36, -32, -28, -24, -20, -16, -12])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--max_batches", type=int, default=200, help="LSA training batches")

@@ -7,34 +7,28 @@ at equal SNR: the reference's log-rate is interpolated linearly in SNR at each o
 points (points outside the reference's SNR range are left out). Writes
 ``rdoq_bench.json`` and ``rdoq_bench.png``.
 
-    env/bin/python benchmarks/rdoq_bench.py            # full sweep (a few minutes)
-    env/bin/python benchmarks/rdoq_bench.py --quick    # small tensor, few points (CI)
+    env/bin/python -m benchmarks.rdoq_bench            # full sweep (a few minutes)
+    env/bin/python -m benchmarks.rdoq_bench --quick    # small tensor, few points (CI)
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
+if not __package__:  # started as a file: the repository's packages are not importable then
+    raise SystemExit("run it from the repository root as a module: python -m benchmarks.rdoq_bench ...")
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import reference  # noqa: E402
 from nnc_core.metrics import snr_db  # noqa: E402
 from nnc_core.tensor import encode_with_reconstruction  # noqa: E402
 
-
-def _reference():
-    spec = importlib.util.spec_from_file_location("nnc_rd_reference",
-                                                  ROOT / "tests" / "conformance" / "reference.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tensors(quick: bool) -> dict[str, np.ndarray]:
@@ -64,7 +58,8 @@ def savings_at_equal_snr(ours: list[dict], reference: list[dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.rdoq_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="256x256 gaussian and 4 qps")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.5, 1.0, 2.0],
                         help="lambda_scale values to try (default: 0.5 1 2)")
@@ -74,7 +69,6 @@ def main(argv=None) -> int:
 
     qps = [-40, -34, -28, -22] if args.quick else list(range(-44, -19, 2))
     data = tensors(args.quick)
-    reference = _reference()
     jobs = [(name, dq, qp) for name in data for dq in (True, False) for qp in qps]
     print(f"reference: {len(jobs)} encodes in one subprocess ...", flush=True)
     started = time.perf_counter()

@@ -1,7 +1,9 @@
-"""Test-wide settings: offline, deterministic, importable helpers next to the tests."""
+"""Test-wide settings: offline, deterministic.
+
+The repository root and ``tests/`` (for helpers such as ``golden_cases``) are on the import
+path through ``pythonpath`` in ``[tool.pytest.ini_options]`` of pyproject.toml.
+"""
 import os
-import sys
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, os.path.dirname(__file__))

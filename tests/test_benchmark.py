@@ -1,10 +1,11 @@
-"""Smoke test of the benchmark against the reference (benchmarks/codec_bench.py --quick).
+"""Smoke test of the benchmark against the reference (``python -m benchmarks.codec_bench
+--quick``).
 
-Runs the benchmark as a subprocess, as a user would, and checks the JSON it writes: the
-schema, internal consistency of the numbers and that our bitstreams are byte-identical to
-the reference's (every quick case uses the tensor API defaults, where they must be). Needs
-the reference environment like the conformance tests; with NNC_SKIP_CONFORMANCE=1 it runs
-the benchmark with --no-reference and checks our side only.
+Runs the benchmark as a subprocess from the repository root, as a user would, and checks the
+JSON it writes: the schema, internal consistency of the numbers and that our bitstreams are
+byte-identical to the reference's (every quick case uses the tensor API defaults, where they
+must be). Needs the reference environment like the conformance tests; with
+NNC_SKIP_CONFORMANCE=1 it runs the benchmark with --no-reference and checks our side only.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks" / "codec_bench.py"
+BENCH = [sys.executable, "-m", "benchmarks.codec_bench"]
 TIME_LIMIT = 60.0
 
 pytestmark = pytest.mark.slow
@@ -35,14 +36,14 @@ def _skip_reference() -> bool:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(BENCH), "--quick", "--no-progress", "--out", str(out)]
+    cmd = BENCH + ["--quick", "--no-progress", "--out", str(out)]
     with_reference = not _skip_reference()
     if not with_reference:
         cmd.append("--no-reference")
     try:
         proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=TIME_LIMIT)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"benchmarks/codec_bench.py --quick took more than {TIME_LIMIT:.0f} s")
+        pytest.fail(f"python -m benchmarks.codec_bench --quick took more than {TIME_LIMIT:.0f} s")
     if proc.returncode == 2 and "REFERENCE NOT AVAILABLE" in proc.stderr:
         pytest.fail(proc.stderr + "\n(set NNC_SKIP_CONFORMANCE=1 to run the benchmark without it)",
                     pytrace=False)
@@ -128,9 +129,14 @@ def test_no_reference_fields(quick_run):
 
 def test_missing_reference_exits_2(tmp_path):
     missing = tmp_path / "no_such_python"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--ref-python", str(missing),
-                           "--out", str(tmp_path)], cwd=str(ROOT), capture_output=True, text=True,
-                          timeout=TIME_LIMIT)
+    proc = subprocess.run(BENCH + ["--quick", "--ref-python", str(missing), "--out", str(tmp_path)],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=TIME_LIMIT)
     assert proc.returncode == 2
     assert "REFERENCE NOT AVAILABLE" in proc.stderr and "--no-reference" in proc.stderr
     assert not (tmp_path / "codec_bench.json").exists()
+
+
+def test_started_as_a_file_says_how_to_run():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_bench.py"), "--quick"],
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=TIME_LIMIT)
+    assert proc.returncode != 0 and "python -m benchmarks.codec_bench" in proc.stderr

@@ -1,6 +1,6 @@
 """Golden bitstream hashes: any change of the encoder output shows up here.
 
-If a change is intended, regenerate with ``python tests/expected/regenerate.py`` and
+If a change is intended, regenerate with ``python tests/regenerate_golden.py`` and
 say why in the commit message.
 """
 import hashlib

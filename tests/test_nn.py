@@ -1,19 +1,16 @@
 """nnc_core.nn: whole models in, one NNC bitstream out, and back into the model."""
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "conformance"))
-import model_zoo  # noqa: E402
-
-from nnc_core import DecodeError  # noqa: E402
-from nnc_core import nn as nnc_nn  # noqa: E402
-from nnc_core.bitstream import PayloadType, UnitType, parse_stream  # noqa: E402
-from nnc_core.quant.step import step_size  # noqa: E402
-from nnc_core.tools import fold_batchnorm, optimise_qps  # noqa: E402
+from nnc_core import DecodeError
+from nnc_core import nn as nnc_nn
+from nnc_core.bitstream import PayloadType, UnitType, parse_stream
+from nnc_core.quant.step import step_size
+from nnc_core.tools import fold_batchnorm, optimise_qps
+from reference import model_zoo
 
 
 def ndus(bs):

@@ -3,21 +3,18 @@ segmentation network fmnist_segnet (models/segnet.py) and its shipped checkpoint
 import gzip
 import os
 import struct
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import datasets
+import models
+from datasets.fashion_mnist import DEBIAN_ROOT, MEAN, STD
+from datasets.fashion_mnist_seg import foreground_mask
+from nnc_core import nn as nnc_nn
 
-import datasets  # noqa: E402
-import models  # noqa: E402
-from datasets.fashion_mnist import DEBIAN_ROOT, MEAN, STD  # noqa: E402
-from datasets.fashion_mnist_seg import foreground_mask  # noqa: E402
-from nnc_core import nn as nnc_nn  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CHECKPOINT = os.path.join(REPO, "example", "weights", "fmnist_segnet.pt")
 HAVE_DEBIAN_FMNIST = all(os.path.isfile(os.path.join(DEBIAN_ROOT, f"{p}-{k}-idx{n}-ubyte.gz"))

@@ -1,35 +1,20 @@
 """Fixtures for the conformance tests against the reference NNC software (NNCodec 2.1.3).
 
-The reference runs in its own virtual environment (see ``env.sh``). If that environment is
-missing or broken, every conformance test FAILS with instructions; set
-``NNC_SKIP_CONFORMANCE=1`` to skip them instead.
+The reference runs in its own virtual environment (see ``env.sh``), driven through the
+repository's ``reference`` package. If that environment is missing or broken, every
+conformance test FAILS with instructions; set ``NNC_SKIP_CONFORMANCE=1`` to skip them instead.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+import reference as reference_module
+
 HERE = Path(__file__).resolve().parent
 SKIP_VAR = "NNC_SKIP_CONFORMANCE"
-REFERENCE_MODULE = "nnc_conformance_reference"
-
-
-def _load_reference_module():
-    """Import ``reference.py`` under a unique name (independent of pytest's import mode)."""
-    mod = sys.modules.get(REFERENCE_MODULE)
-    if mod is None:
-        spec = importlib.util.spec_from_file_location(REFERENCE_MODULE, HERE / "reference.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[REFERENCE_MODULE] = mod
-        spec.loader.exec_module(mod)
-    return mod
-
-
-reference_module = _load_reference_module()
 
 _unavailable: list[str] = []  # reason, once the session fixture has found the reference broken
 
@@ -76,7 +61,7 @@ class LoudRunner:
 
 @pytest.fixture(scope="session")
 def reference():
-    """The reference software: a ``ReferenceRunner`` (see reference.py), checked once per
+    """The reference software: a ``reference.ReferenceRunner``, checked once per
     session. Fails every test that uses it, with instructions, if the reference environment
     is missing or broken; skips if NNC_SKIP_CONFORMANCE=1."""
     if _skip_requested():

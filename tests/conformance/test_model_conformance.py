@@ -8,19 +8,12 @@ are compared for (a) only.
 """
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import model_zoo  # noqa: E402
-
-from nnc_core import nn as nnc_nn  # noqa: E402
-
-ref = importlib.import_module("nnc_conformance_reference")  # registered by conftest.py
+import reference as ref
+from nnc_core import nn as nnc_nn
+from reference import model_zoo
 
 pytestmark = pytest.mark.conformance
 

@@ -1148,13 +1148,10 @@ def probe_large_dims(as_limit_mb: int = 12288) -> list[dict]:
     results = []
     for kind in PROBE_KINDS:
         for n in PROBE_SIZES:
-            code = ("import resource, sys; "
-                    f"resource.setrlimit(resource.RLIMIT_AS, ({as_limit_mb << 20}, {as_limit_mb << 20})); "
-                    f"sys.path.insert(0, {HERE!r}); import fuzz_decode as f; "
-                    f"f._probe_case({kind!r}, {n})")
+            cmd = [sys.executable, os.path.abspath(__file__), "--probe-case", kind, str(n),
+                   "--as-limit-mb", str(as_limit_mb)]
             env = dict(os.environ, NNC_FUZZ_MAX_ELEMENTS="0")     # the library default cap
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  timeout=600, env=env)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
             line = proc.stdout.strip().splitlines()[-1:] or [""]
             try:
                 row = json.loads(line[0])
@@ -1191,7 +1188,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--probe-large-dims", action="store_true",
                         help="decode headers claiming up to 2**31-1 elements with a few payload "
                              "bytes, each in its own process, and report time and peak RSS")
+    # internal: the child process of --probe-large-dims
+    parser.add_argument("--probe-case", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--as-limit-mb", type=int, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv[1:])
+
+    if args.probe_case:
+        if args.as_limit_mb:
+            limit = args.as_limit_mb << 20
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        _probe_case(args.probe_case[0], int(args.probe_case[1]))
+        return 0
 
     if args.write_corpus:
         load_codec()

@@ -1,8 +1,9 @@
 """Small PyTorch models for model-level conformance tests.
 
-Imported both by the project's tests and by ``ref_driver.py`` inside the reference
-environment, so it uses nothing but torch. Every model is built deterministically from a
-seed, in eval mode, with BatchNorm statistics that are not the trivial 0/1.
+Imported both by the project's tests (``from reference import model_zoo``) and by
+``reference/driver.py`` inside the reference environment, so it uses nothing but torch.
+Every model is built deterministically from a seed, in eval mode, with BatchNorm statistics
+that are not the trivial 0/1.
 """
 import torch
 from torch import nn

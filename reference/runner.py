@@ -1,25 +1,28 @@
 """Access to the reference NNC software (NNCodec 2.1.3) from the project's environment.
 
 The reference pins numpy < 2, so it lives in its own virtual environment and is driven in a
-subprocess through ``ref_driver.py``. One subprocess runs a whole list of jobs (importing
-torch and nncodec takes seconds, coding a small tensor takes milliseconds), so callers should
-collect their cases and submit them together: :meth:`ReferenceRunner.encode_many` and
-:meth:`ReferenceRunner.decode_many` do that.
+subprocess through ``reference/driver.py`` (the job operations are listed there). One
+subprocess runs a whole list of jobs (importing torch and nncodec takes seconds, coding a
+small tensor takes milliseconds), so callers should collect their cases and submit them
+together: :meth:`ReferenceRunner.encode_many`, :meth:`ReferenceRunner.decode_many` and
+:meth:`ReferenceRunner.run_jobs` do that. :meth:`ReferenceRunner.session` keeps one
+subprocess serving jobs one at a time instead, for callers that interleave the reference's
+work with their own (the benchmarks).
 
 Where the reference interpreter comes from:
 
 * ``NNC_REF_PYTHON`` (environment variable), if set;
 * otherwise ``tests/conformance/.refenv/bin/python``, created by ``bash tests/conformance/env.sh``.
 
-In the tests the session fixture ``reference`` (conftest.py) hands out a runner. Standalone
-(with ``tests/conformance`` on ``sys.path``)::
+In the tests the session fixture ``reference`` (tests/conformance/conftest.py) hands out a
+runner. Elsewhere (from the repository root)::
 
     from reference import ReferenceRunner, EncodeCase, DecodeCase
     ref = ReferenceRunner()              # raises ReferenceUnavailable with a how-to message
     enc, dec = ref.run_cases([EncodeCase(x, {"qp": -20}), DecodeCase(my_bitstream)])
     enc.bitstream, enc.decoded, dec.decoded
 
-``python tests/conformance/reference.py`` checks the installation.
+``python -m reference`` checks the installation.
 """
 from __future__ import annotations
 
@@ -36,8 +39,9 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DRIVER = HERE / "ref_driver.py"
-DEFAULT_VENV = HERE / ".refenv"
+ROOT = HERE.parent
+DRIVER = HERE / "driver.py"
+DEFAULT_VENV = ROOT / "tests" / "conformance" / ".refenv"
 REF_VERSION = "2.1.3"
 SETUP_HINT = "run `bash tests/conformance/env.sh` (or point NNC_REF_PYTHON to a python with nncodec==2.1.3)"
 
@@ -205,23 +209,40 @@ def _jsonable(obj: Any) -> Any:
 
 
 class ReferenceRunner:
-    """Runs batches of jobs with the reference software in one subprocess per batch."""
+    """Runs jobs with the reference software: a batch in one subprocess per call
+    (:meth:`run_jobs`, :meth:`run_cases`), or one at a time in a long-lived subprocess
+    (:meth:`session`)."""
 
     def __init__(self, python: Optional[os.PathLike] = None, check: bool = True,
-                 full_check: bool = False, timeout: float = 3600.0):
+                 full_check: bool = False, timeout: float = 3600.0,
+                 torch_threads: Optional[int] = None, env: Optional[dict] = None):
         """``check``: verify the installation now (``full_check``: by importing nncodec,
         which costs a torch import; otherwise from package metadata, and a broken import
-        shows up as :class:`ReferenceUnavailable` when the first batch starts)."""
+        shows up as :class:`ReferenceUnavailable` when the first batch starts).
+        ``torch_threads``: ``torch.set_num_threads`` in the subprocess (default: torch's
+        own). ``env``: variables set for the subprocess on top of this process's.
+
+        ``python`` may be any interpreter: the driver's operations that do not use the
+        reference (``memory`` of ``"ours"``) run with the project's own (``check=False``)."""
         self.python = Path(python) if python is not None else reference_python()
         self.version = check_reference(self.python, full=full_check) if check else None
         self.timeout = timeout
+        self.torch_threads = torch_threads
+        self.extra_env = dict(env or {})
         self.launches = 0          # subprocess launches so far
         self.seconds = 0.0         # wall time spent in them
 
+    def command(self, *args: str) -> list[str]:
+        """The command line that starts the driver with ``args``."""
+        cmd = [str(self.python), str(DRIVER)]
+        if self.torch_threads:
+            cmd += ["--torch-threads", str(int(self.torch_threads))]
+        return cmd + list(args)
+
     # -- raw interface -------------------------------------------------------------------
     def run_jobs(self, jobs: Sequence[dict], workdir: os.PathLike) -> list[dict]:
-        """Run raw driver jobs (see ``ref_driver.py``) in ``workdir``; relative paths in the
-        jobs are relative to it. Returns one result dict per job, in order.
+        """Run raw driver jobs (see ``reference/driver.py``) in ``workdir``; relative paths in
+        the jobs are relative to it. Returns one result dict per job, in order.
 
         If the reference process dies (e.g. a crash in its compiled core), the job that was
         running is reported as failed and the remaining jobs are run in a new process.
@@ -244,7 +265,7 @@ class ReferenceRunner:
             with open(log_file, "w") as log:
                 try:
                     proc = subprocess.run(
-                        [str(self.python), str(DRIVER), str(job_file), str(res_file)],
+                        self.command(str(job_file), str(res_file)),
                         cwd=str(workdir), stdout=log, stderr=subprocess.STDOUT,
                         timeout=self.timeout, env=self._env(),
                     )
@@ -277,13 +298,19 @@ class ReferenceRunner:
             start += 1
         return results
 
-    @staticmethod
-    def _env() -> dict:
+    def session(self, workdir: os.PathLike) -> "ReferenceSession":
+        """A long-lived driver subprocess (``--serve``) running in ``workdir``, for jobs
+        submitted one at a time; use it as a context manager or call ``close()``."""
+        return ReferenceSession(self, Path(workdir))
+
+    def _env(self) -> dict:
         env = dict(os.environ)
         # the reference does not need a GPU; keep it from initialising one
         env.setdefault("CUDA_VISIBLE_DEVICES", "")
         env.pop("PYTHONPATH", None)
+        env.pop("PYTHONSAFEPATH", None)   # the driver imports model_zoo from its own directory
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         return env
 
     # -- convenience ---------------------------------------------------------------------
@@ -351,6 +378,86 @@ class ReferenceRunner:
         return out
 
 
+class ReferenceSession:
+    """One driver subprocess in serve mode: :meth:`run` sends a job and waits for its result.
+
+    The subprocess imports torch and nncodec once, when the session starts (a failure to
+    start raises :class:`ReferenceUnavailable`); if it dies later, :meth:`run` raises
+    :class:`ReferenceJobError` with the end of its output. A job that fails inside the
+    driver is only reported (``"ok": False`` in its result)."""
+
+    def __init__(self, runner: ReferenceRunner, workdir: Path):
+        self.runner = runner
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_file = self.workdir / "ref_session_log.txt"
+        self._log = open(self.log_file, "w")
+        self.jobs = 0
+        self.proc = subprocess.Popen(
+            runner.command("--serve"), cwd=str(self.workdir), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1, env=runner._env())
+        runner.launches += 1
+        line = self.proc.stdout.readline()
+        try:
+            ready = json.loads(line).get("ready") is True
+        except (ValueError, AttributeError):
+            ready = False
+        if not ready:
+            rc, tail = self._stop()
+            raise ReferenceUnavailable(
+                f"reference driver failed to start (exit status {rc}); {SETUP_HINT}; log tail:\n{tail}")
+
+    def run(self, job: dict) -> dict:
+        """Run one driver job in the session's process; returns its result dict."""
+        if self.proc.poll() is not None:
+            rc, tail = self._stop()
+            raise ReferenceJobError(f"the reference driver has ended (exit status {rc}); log tail:\n{tail}")
+        try:
+            self.proc.stdin.write(json.dumps(_jsonable(dict(job))) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            rc, tail = self._stop()
+            raise ReferenceJobError(f"the reference driver ended unexpectedly (exit status {rc}) in job "
+                                    f"{job.get('id')!r}; log tail:\n{tail}")
+        self.jobs += 1
+        return json.loads(line)
+
+    def _stop(self) -> tuple:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        rc = self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+        tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+        return rc, tail
+
+    def close(self) -> Optional[int]:
+        """End the subprocess (politely: an empty line ends the serve loop); its exit status."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        rc = self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+        return rc
+
+    def __enter__(self) -> "ReferenceSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def _load_array(path: Path) -> Any:
     if path.suffix == ".npz":
         with np.load(path) as z:
@@ -401,9 +508,11 @@ def ref_decode_many(cases: Iterable[DecodeCase]) -> list[RefResult]:
     return default_runner().decode_many(cases)
 
 
-if __name__ == "__main__":  # quick self-check: python tests/conformance/reference.py
+def main() -> int:
+    """Self-check of the installation: ``python -m reference``."""
     try:
         print("nncodec", check_reference(full=True), "at", reference_python())
     except ReferenceUnavailable as e:
         print(e, file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
