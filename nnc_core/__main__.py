@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tensor name stored in the bitstream (default '0')")
     enc.add_argument("--scan_order", type=int, choices=range(5), default=keep,
                      help="0: raster scan; 1-4: 8x8 ... 64x64 block scan with entry points")
+    enc.add_argument("--sparsity", type=float, default=keep, metavar="SHARE",
+                     help="zero weights (2+ dims) until this share is zero, smallest first "
+                          "(default 0: off)")
+    enc.add_argument("--struct_spars_factor", type=float, default=keep, metavar="GAIN",
+                     help="with --sparsity: also zero the output channels whose mean magnitude "
+                          "is below GAIN times the mean (default 0.9; 0: off)")
 
     dec = commands.add_parser(
         "decode", help="reconstruct a tensor (or a model's tensors) from an NNC bitstream",
@@ -152,7 +158,8 @@ def _tensor_codec():
 
 # -- commands ------------------------------------------------------------------------------------
 ENCODE_OPTIONS = ("qp", "nonweight_qp", "qp_density", "use_dq", "approx_method", "bitdepth",
-                  "row_skipping", "param_opt", "tensor_id", "scan_order")
+                  "row_skipping", "param_opt", "tensor_id", "scan_order", "sparsity",
+                  "struct_spars_factor")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -163,6 +170,12 @@ def cmd_encode(args: argparse.Namespace) -> None:
     bits_per_element = 8 * len(bitstream) / max(x.size, 1)
     print(f"{args.input}: shape {list(x.shape)} {x.dtype}, {x.size} elements, {x.nbytes} bytes")
     print(f"{args.output}: {len(bitstream)} bytes, {bits_per_element:.3f} bits per element")
+    if getattr(args, "sparsity", 0):
+        print(f"zeros after decoding: {100 * _zero_share(_tensor_codec().decode(bitstream)):.1f} %")
+
+
+def _zero_share(array: np.ndarray) -> float:
+    return 1.0 - np.count_nonzero(array) / max(array.size, 1)
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
@@ -182,6 +195,9 @@ def cmd_decode(args: argparse.Namespace) -> None:
         return
     if suffix == ".npy":
         raise CliError(f"the stream holds {len(tensors)} tensors: write them to .pt or .npz")
+    for name, value in tensors.items():          # decoded sparsity per layer
+        if np.ndim(value) > 1:
+            print(f"  {name}: shape {list(value.shape)}, {100 * _zero_share(value):.1f} % zeros")
     if suffix == ".npz":
         np.savez(args.output, **tensors)
     else:

@@ -115,6 +115,7 @@ class StreamSettings:
     compress_differences: bool = False
     pre_signalling: bool = False
     tca: bool = False
+    hdsp: bool = False
     topology_format: int = 0
 
     @classmethod
@@ -124,7 +125,7 @@ class StreamSettings:
                    row_skipping=opts.row_skipping,
                    cabac_unary_length_minus1=opts.cabac_unary_length_minus1,
                    compress_differences=opts.compress_differences,
-                   pre_signalling=opts.pre_signalling, tca=opts.tca,
+                   pre_signalling=opts.pre_signalling, tca=opts.tca, hdsp=opts.hdsp,
                    topology_format=topology_format)
 
     def mps(self) -> ModelParameterSet:
@@ -177,7 +178,7 @@ def _coding_args(dims, *, dq: bool, scan_order: int, num_gt: int, codebook: Code
 
 
 def _encode_member(encoder: PayloadEncoder, t: QuantizedTensor, s: StreamSettings,
-                   mps: ModelParameterSet, scan_order: int, tca_base=None):
+                   mps: ModelParameterSet, scan_order: int, tca_base=None, history=None):
     """qp bins and levels of one tensor; returns the decoded integers and coder arguments."""
     rows, cols, args = _coding_args(t.dims, dq=t.dq, scan_order=scan_order,
                                     num_gt=s.cabac_unary_length_minus1 + 1, codebook=t.codebook,
@@ -185,25 +186,28 @@ def _encode_member(encoder: PayloadEncoder, t: QuantizedTensor, s: StreamSetting
     if t.qp is not None:
         encoder.bypass_bits(_qp_field(t.qp, mps.qp_base, mps.qp_density), 6 + mps.qp_density)
     decoded = encoder.encode_tensor(t.levels, rows, cols, row_skipping=s.row_skipping,
-                                    param_opt=s.param_opt, **args)
+                                    param_opt=s.param_opt, hdsp=history is not None,
+                                    history=history, **args)
     return decoded, rows, cols, args
 
 
 def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSet,
-                    depth: int = 0, tca_base: np.ndarray | None = None):
+                    depth: int = 0, tca_base: np.ndarray | None = None,
+                    history: np.ndarray | None = None, device_id: int = 0):
     """One NDU for one tensor; returns (unit bytes, payload size, decoded integers).
 
-    ``depth`` is its put_node_depth; ``tca_base`` the integers of the previous version of
-    the tensor when temporal context adaptation is used.
+    ``depth`` is its put_node_depth and ``device_id`` the sender's node id; ``tca_base`` the
+    integers of the previous version of the tensor when temporal context adaptation is used;
+    ``history`` its significance history, with which HDSP is switched on for this NDU.
     """
     rows, cols = layer_shape(t.dims)
     scan_order = t.scan_order if len(t.dims) > 1 and rows > 1 and cols > 1 else 0
     encoder = PayloadEncoder()
-    decoded, rows, cols, args = _encode_member(encoder, t, s, mps, scan_order, tca_base)
+    decoded, rows, cols, args = _encode_member(encoder, t, s, mps, scan_order, tca_base, history)
     payload = encoder.finish()
     header = NDUHeader(
         payload_type=t.payload_type, names=[t.name], parameter_id=t.parameter_id,
-        put_node_depth=depth, parent_node_id_present=s.compress_differences,
+        device_id=device_id, put_node_depth=depth, parent_node_id_present=s.compress_differences,
         temporal_context_modeling=tca_base is not None, codebook=t.codebook, dq_flag=t.dq,
         dims=tuple(t.dims), cabac_unary_length_minus1=s.cabac_unary_length_minus1,
         scan_order=scan_order)
@@ -262,33 +266,56 @@ def encode_units(items: list[QuantizedTensor | QuantizedBlock], settings: Stream
     mps = settings.mps()
     head = [encode_start_unit(PROFILE), encode_mps(mps, PROFILE),
             encode_topology(Topology(storage_format=settings.topology_format))]
-    units = []
-    for item in items:
-        if isinstance(item, QuantizedBlock):
-            if state is not None:
-                raise ValueError("incremental coding of BLOCK NDUs is not supported")
-            unit, payload_bytes, decoded = encode_block_unit(item, settings, mps)
-            members = [t for _, t in item.payload_members()]
-            units.append(EncodedUnit(
-                [t.name for t in members], unit, payload_bytes,
-                [reconstruct(d, t.dims, t.qp, mps.qp_density, None) for d, t in zip(decoded, members)]))
-            continue
-        t = item
-        if mps.parent_signalling_enabled and _all_zero(t):
-            units.append(None)
-            continue
-        depth, tca_base = 0, None
+    saved = state.snapshot() if state is not None else None
+    try:
+        return head, [_encode_item(item, settings, mps, state) for item in items]
+    except BaseException:
+        if saved is not None:       # a failed encode leaves the state as it was
+            state.restore(saved)
+        raise
+
+
+def _encode_item(item, settings: StreamSettings, mps: ModelParameterSet,
+                 state: CodingState | None) -> EncodedUnit | None:
+    """The NDU of one tensor or block (None if omitted)."""
+    if isinstance(item, QuantizedBlock):
         if state is not None:
-            depth = state.next_depth(t.name)
-            previous = state.previous(t.name)
-            if settings.tca and previous is not None and previous.levels.size == t.levels.size:
-                tca_base = previous.levels
-        unit, payload_bytes, decoded = encode_ndu_unit(t, settings, mps, depth, tca_base)
-        if state is not None:
-            state.record(t.name, t.parameter_id, depth, decoded)
-        units.append(EncodedUnit([t.name], unit, payload_bytes,
-                                 [reconstruct(decoded, t.dims, t.qp, mps.qp_density, t.codebook)]))
-    return head, units
+            raise ValueError("incremental coding of BLOCK NDUs is not supported")
+        unit, payload_bytes, decoded = encode_block_unit(item, settings, mps)
+        members = [t for _, t in item.payload_members()]
+        return EncodedUnit(
+            [t.name for t in members], unit, payload_bytes,
+            [reconstruct(d, t.dims, t.qp, mps.qp_density, None) for d, t in zip(decoded, members)])
+    t = item
+    if mps.parent_signalling_enabled and _all_zero(t):
+        return None
+    if state is None:
+        unit, payload_bytes, decoded = encode_ndu_unit(t, settings, mps)
+    else:
+        unit, payload_bytes, decoded = _encode_incremental(t, settings, mps, state)
+    return EncodedUnit([t.name], unit, payload_bytes,
+                       [reconstruct(decoded, t.dims, t.qp, mps.qp_density, t.codebook)])
+
+
+def _encode_incremental(t: QuantizedTensor, settings: StreamSettings, mps: ModelParameterSet,
+                        state: CodingState):
+    """One NDU in the parameter update tree of ``state``, which it then advances: depth one
+    below the tensor's last NDU, TCA from that NDU's integers, and with ``settings.hdsp``
+    the shorter of the NDU coded without and with the significance history (format note
+    §10.3; the flag exists only under parent signalling; ties keep it off)."""
+    depth = state.next_depth(t.name)
+    previous = state.previous(t.name)
+    fits = previous is not None and previous.levels.size == t.levels.size
+    tca_base = previous.levels if settings.tca and fits else None
+    device = state.device_id or 0
+    coded = encode_ndu_unit(t, settings, mps, depth, tca_base, device_id=device)
+    if settings.hdsp and settings.compress_differences and fits:
+        with_history = encode_ndu_unit(t, settings, mps, depth, tca_base,
+                                       history=previous.significant, device_id=device)
+        if len(with_history[0]) < len(coded[0]):
+            coded = with_history
+    state.record(t.name, t.parameter_id, depth, coded[2])
+    return coded
 
 
 def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
@@ -341,12 +368,20 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
         except DecodeError as error:
             raise DecodeError(f"{where}: {error}") from None
 
-    # incremental state is updated in stream order, so it rules out NDU-level parallelism
-    if threads == 1 or len(jobs) == 1 or state is not None:
-        per_unit = [run(job, threads) for job in jobs]
-    else:
-        per_unit = list(shared_pool().map(run, jobs))
-    return [t for tensors in per_unit for t in tensors]
+    if state is None:
+        if threads == 1 or len(jobs) == 1:
+            per_unit = [run(job, threads) for job in jobs]
+        else:
+            per_unit = list(shared_pool().map(run, jobs))
+        return [t for tensors in per_unit for t in tensors]
+    # incremental state advances in stream order (no NDU-level parallelism), and only if
+    # the whole stream decodes: a damaged stream leaves the state as it was
+    saved = state.snapshot()
+    try:
+        return [t for job in jobs for t in run(job, threads)]
+    except BaseException:
+        state.restore(saved)
+        raise
 
 
 def _claimed_elements(header: NDUHeader) -> int:
@@ -419,16 +454,21 @@ def _decode_ndu(payload, header: NDUHeader, quantization: tuple[int, int],
     qp_density, qp_base = quantization
     dims = tuple(header.dims)
     name = _tensor_name(header)
-    size = int(np.prod(dims)) if dims else 0
+    size = math.prod(dims) if dims else 0
     tca_base = history = None
-    if header.temporal_context_modeling:
-        if state is None:
-            raise DecodeError("temporal context adaptation needs the previous version of the "
-                              "tensor: pass the decoder's incremental state")
-        tca_base = state.check_parent(name, header.parameter_id, header.put_node_depth, size).levels
-    previous = state.previous(name) if state is not None else None
-    if previous is not None and previous.significant.size == size:
-        history = previous.significant
+    if header.temporal_context_modeling and state is None:
+        raise DecodeError("temporal context adaptation needs the previous version of the "
+                          "tensor: pass the decoder's incremental state")
+    if state is not None:
+        if header.node_id_present:
+            state.check_device(header.device_id)
+        state.check_node(name, header.parameter_id, header.put_node_depth, size)
+        if header.temporal_context_modeling:
+            tca_base = state.check_parent(name, header.parameter_id, header.put_node_depth,
+                                          size).levels
+        previous = state.previous(name)
+        if previous is not None and previous.significant.size == size:
+            history = previous.significant
     decoder = PayloadDecoder(payload)
     qp = None
     if header.payload_type == PayloadType.FLOAT:

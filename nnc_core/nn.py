@@ -23,7 +23,28 @@ Model tools (NNCodec, Becker et al., ICML 2023 workshop):
 * ``bnf``: BatchNorm folding; each weight travels in a BLOCK NDU with a per-channel scale
   and a folded bias instead of the four BatchNorm vectors (:mod:`.tools.bnf`);
 * ``lsa``: local scaling adaptation; per-channel scales trained after quantization on the
-  data of ``train_loader`` (:mod:`.tools.lsa`).
+  data of ``train_loader`` (:mod:`.tools.lsa`);
+* ``sparsity``, ``struct_spars_factor``: unstructured, then structured zeroing of weights
+  before quantization (:mod:`.tools.sparsify`).
+
+Differential coding (NNC second edition; Becking et al., IEEE TMM 2024): with
+``state=CodingState(...)`` the encoder codes the difference of the model to the base the
+state holds (the sum of everything sent so far; zero at first) and advances it;
+``decode(bitstream, state=...)`` returns that difference and advances the receiver's copy.
+Weights of differences use ``diff_qp`` (default ``qp``; sparsification keeps using
+``qp``'s step, as NNCodec does). ``compress_differences=True`` signals the update tree
+(parent node ids) and omits all-zero NDUs, ``tca=True`` codes each tensor in the context of
+its previous levels and ``hdsp=True`` tries the significance history per NDU:
+
+    >>> from nnc_core.incremental import CodingState
+    >>> sender, receiver = CodingState(device_id=1), CodingState()
+    >>> w0 = {"fc.weight": np.full((4, 8), 0.5, np.float32)}
+    >>> w1 = {"fc.weight": w0["fc.weight"] + 0.01}
+    >>> for w in (w0, w1):
+    ...     update = nnc_nn.decode(nnc_nn.encode(w, state=sender, compress_differences=True,
+    ...                                          tca=True, hdsp=True), state=receiver)
+    >>> bool(np.array_equal(receiver.base["fc.weight"], sender.base["fc.weight"]))
+    True
 
 :func:`decode` returns the transmitted tensors with any local scales multiplied into their
 weights; :func:`load_decoded` puts them into a model (BatchNorm layers that were folded
@@ -37,11 +58,13 @@ import numpy as np
 
 from .codec import (BN_ROLES, QuantizedBlock, QuantizedTensor, StreamSettings, decode_stream,
                     encode_ndu_unit, encode_units, reconstruct)
+from .incremental import CodingState
 from .options import TensorOptions, resolve_options
 from .tensor import as_numpy, quantize_tensor
-from .tools import fold_batchnorm, optimise_qps
+from .tools import fold_batchnorm, optimise_qps, sparsify
 
-__all__ = ["encode", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit"]
+__all__ = ["encode", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit",
+           "CodingState"]
 
 TOPOLOGY_UNRECOGNISED, TOPOLOGY_PYTORCH = 0, 3
 BN_SUFFIXES = {"bias": "bn_beta", "weight": "bn_gamma", "running_mean": "bn_mean",
@@ -49,7 +72,7 @@ BN_SUFFIXES = {"bias": "bn_beta", "weight": "bn_gamma", "running_mean": "bn_mean
 
 # model-level options of the reference's args dict (nncodec.nn), with their defaults
 MODEL_DEFAULTS = {"bnf": False, "lsa": False, "opt_qp": False, "lr": 1e-3, "epochs": 1,
-                  "max_batches": None, "ioq": False}
+                  "max_batches": None, "ioq": False, "diff_qp": None}
 # reference keys that steer its data loading, logging or file output: accepted, no effect
 MODEL_NO_EFFECT = {"wandb", "dataset_path", "model", "workers", "batch_size"}
 
@@ -62,6 +85,7 @@ class ModelTools:
     lr: float = 1e-3
     epochs: int = 1
     max_batches: int | None = None
+    diff_qp: int | None = None       # qp of weights in differences (None: qp)
 
 
 def resolve_model_options(options: dict) -> tuple[TensorOptions, ModelTools]:
@@ -73,13 +97,11 @@ def resolve_model_options(options: dict) -> tuple[TensorOptions, ModelTools]:
     if tools.pop("ioq", False):
         raise NotImplementedError("ioq (inference-based qp optimisation) is not implemented")
     opts = resolve_options(options)
-    for tool in ("compress_differences", "tca", "pre_signalling"):
-        if getattr(opts, tool):
-            raise NotImplementedError(f"{tool}=True: differential model coding is not "
-                                      "implemented in the model API yet")
     model_tools = ModelTools(**tools)
     if model_tools.epochs < 0 or model_tools.lr <= 0:
         raise ValueError("epochs must be >= 0 and lr > 0")
+    if model_tools.diff_qp is not None:
+        resolve_options({"qp": model_tools.diff_qp})      # same checks as qp
     return opts, model_tools
 
 
@@ -284,24 +306,30 @@ def _quantize_block(b: _Block, qps, opts, tools, scales) -> QuantizedBlock:
         bias=None if bias is None else _quantize(bias, bias_name, bias_qp, opts, pid, True))
 
 
-def encode(model, /, *, train_loader=None, device=None, verbose: bool = False,
-           **options) -> bytes:
+def encode(model, /, *, state: CodingState | None = None, train_loader=None, device=None,
+           verbose: bool = False, **options) -> bytes:
     """Encode a ``torch.nn.Module`` or a state dict (name -> numpy array or torch tensor)
-    into one NNC bitstream; see the module docstring and :func:`encode_model`."""
-    return _encode(model, train_loader, device, verbose, options).bitstream
+    into one NNC bitstream; with ``state``, its difference to the state's base. See the
+    module docstring and :func:`encode_model`."""
+    return _encode(model, state, train_loader, device, verbose, options).bitstream
 
 
-def encode_model(model, /, *, train_loader=None, device=None, verbose: bool = False,
-                 **options) -> EncodedModel:
+def encode_model(model, /, *, state: CodingState | None = None, train_loader=None,
+                 device=None, verbose: bool = False, **options) -> EncodedModel:
     """Encode a model and report, per NDU, its size, qp and coded levels.
 
     Options are the reference's ``args`` names (``qp``, ``nonweight_qp``, ``use_dq``,
-    ``bnf``, ``lsa``, ``opt_qp``, ``lr``, ``epochs``, ``max_batches``, ...). ``bnf`` and
-    ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding (inputs, targets) and
-    shows a progress bar with ``verbose``.
+    ``bnf``, ``lsa``, ``opt_qp``, ``lr``, ``epochs``, ``max_batches``, ``sparsity``,
+    ``struct_spars_factor``, ``compress_differences``, ``tca``, ``diff_qp``, ...) plus
+    ``hdsp``. ``bnf`` and ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding
+    (inputs, targets) and shows a progress bar with ``verbose``. With ``state`` the
+    difference to the state's base is coded (module docstring); the reconstruction and
+    the report are then of that difference, omitted all-zero NDUs reported with 0 bytes.
     """
-    coded = _encode(model, train_loader, device, verbose, options)
-    return EncodedModel(coded.bitstream, _reports(coded), _reconstruction(coded.units),
+    decoder_view = state.snapshot() if state is not None else None
+    coded = _encode(model, state, train_loader, device, verbose, options)
+    return EncodedModel(coded.bitstream, _reports(coded, decoder_view),
+                        _reconstruction(coded.units),
                         sum(e.array.size for e in coded.entries),
                         sum(e.original_bytes for e in coded.entries))
 
@@ -316,15 +344,32 @@ class _Coded:
     settings: StreamSettings
 
 
-def _encode(model, train_loader, device, verbose, options) -> _Coded:
+def _encode(model, state, train_loader, device, verbose, options) -> _Coded:
     opts, tools = resolve_model_options(options)
     blocks_on = tools.bnf or tools.lsa
     if blocks_on and not _is_module(model):
         raise ValueError("bnf and lsa need the torch.nn.Module (a state dict does not say "
                          "which tensors belong to BatchNorm layers)")
+    if blocks_on and state is not None:
+        raise ValueError("bnf and lsa code BLOCK NDUs, which the update tree cannot carry: "
+                         "code differences without them")
+    if state is not None and not isinstance(state, CodingState):
+        raise TypeError(f"state must be a nnc_core.CodingState, got {type(state).__name__}")
     if not _is_module(model) and not isinstance(model, dict):
         raise TypeError(f"expected a torch.nn.Module or a dict, got {type(model).__name__}")
     entries, bns = _entries(model, blocks_on)
+    differences = state is not None or opts.compress_differences
+    if tools.diff_qp is not None and not differences:
+        raise ValueError("diff_qp is the qp of differences: pass state= (or "
+                         "compress_differences=True for a difference you took yourself)")
+    if state is not None:
+        entries = _differences(entries, state.base)
+    if opts.sparsity > 0:
+        sparse = sparsify({e.name: e.array for e in entries}, opts.sparsity, opts.qp,
+                          opts.qp_density, opts.struct_spars_factor)
+        entries = [replace(e, array=sparse[e.name]) for e in entries]
+    if differences and tools.diff_qp is not None:
+        opts = replace(opts, qp=tools.diff_qp)
     qps = _base_qps(entries, opts, tools)
     scales = _local_scales(model, entries, qps, opts, tools, train_loader, device, verbose) \
         if tools.lsa else {}
@@ -342,20 +387,45 @@ def _encode(model, train_loader, device, verbose, options) -> _Coded:
             kinds.append(e.kind if items[-1].qp is not None else "integer")
     settings = StreamSettings.from_options(
         opts, TOPOLOGY_PYTORCH if _is_module(model) else TOPOLOGY_UNRECOGNISED)
-    head, units = encode_units(items, settings)
-    return _Coded(b"".join(head + [u.unit for u in units]), items, kinds, units, entries, settings)
+    head, units = encode_units(items, settings, state)
+    if state is not None:
+        state.advance_base({n: r for u in units if u is not None
+                            for n, r in zip(u.names, u.reconstructions)})
+    body = [u.unit for u in units if u is not None]
+    return _Coded(b"".join(head + body), items, kinds, units, entries, settings)
 
 
-def _reports(coded: _Coded) -> list[CodedUnit]:
-    """Per-NDU report. The transmitted levels come from decoding the stream itself; a block's
-    weight is also coded alone, so that entropy coders can be compared on the weights."""
+def _differences(entries: list[_Entry], base: dict[str, np.ndarray]) -> list[_Entry]:
+    """Entries holding ``value - base`` (the value itself where the base has no tensor)."""
+    out = []
+    for e in entries:
+        ref = base.get(e.name)
+        if ref is None:
+            out.append(e)
+            continue
+        if ref.shape != e.array.shape or ref.dtype != e.array.dtype:
+            raise ValueError(f"tensor {e.name!r}: {e.array.dtype} {list(e.array.shape)}, the "
+                             f"state's base holds {ref.dtype} {list(ref.shape)}")
+        out.append(replace(e, array=e.array - ref))
+    return out
+
+
+def _reports(coded: _Coded, decoder_state: CodingState | None = None) -> list[CodedUnit]:
+    """Per-NDU report. The transmitted levels come from decoding the stream itself (with a
+    copy of the receiver's state for differences); a block's weight is also coded alone, so
+    that entropy coders can be compared on the weights."""
     original = {e.name: e.original_bytes for e in coded.entries}
     transmitted = {t.name: t.info.get("transmitted")
-                   for t in decode_stream(coded.bitstream, transmitted=True)}
+                   for t in decode_stream(coded.bitstream, decoder_state, transmitted=True)}
     settings = coded.settings
     reports = []
     for item, kind, unit in zip(coded.items, coded.kinds, coded.units):
         weight = item.weight if isinstance(item, QuantizedBlock) else item
+        if unit is None:                  # all-zero difference: no NDU
+            reports.append(CodedUnit(weight.name, tuple(weight.dims), "omitted", weight.qp,
+                                     weight.levels.size, original.get(weight.name, 0), 0, 0,
+                                     [weight.name], weight.levels))
+            continue
         alone = unit.payload_bytes
         if isinstance(item, QuantizedBlock):
             alone = encode_ndu_unit(weight, settings, settings.mps())[1]
@@ -371,7 +441,8 @@ def _reports(coded: _Coded) -> list[CodedUnit]:
 def _reconstruction(units) -> dict[str, np.ndarray]:
     values = {}
     for unit in units:
-        values.update(zip(unit.names, unit.reconstructions))
+        if unit is not None:
+            values.update(zip(unit.names, unit.reconstructions))
     return _apply_scaling(values)
 
 
@@ -390,17 +461,25 @@ def _apply_scaling(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def decode(bitstream: bytes, *, apply_scaling: bool = True, threads: int | None = None,
-           max_elements: int | None = None) -> dict[str, np.ndarray]:
+def decode(bitstream: bytes, *, state: CodingState | None = None, apply_scaling: bool = True,
+           threads: int | None = None, max_elements: int | None = None) -> dict[str, np.ndarray]:
     """Decode a model bitstream into ``{name: numpy array}`` in stream order.
 
     With ``apply_scaling`` (default) the local scales of BLOCK NDUs are multiplied into
     their weights and not returned separately, as a decoder does to reconstruct the model.
-    Raises :class:`nnc_core.DecodeError` on a damaged stream.
+    With ``state`` the stream is a difference: the result is the update of every tensor the
+    state's base holds (zeros where the NDU was omitted), and the base advances by it;
+    ``state.base`` is then the sender's reconstructed model. Raises
+    :class:`nnc_core.DecodeError` on a damaged stream, or one that does not continue the
+    state's update tree (the state is then left unchanged).
     """
-    tensors = decode_stream(bitstream, threads=threads, max_elements=max_elements)
+    tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements)
     values = {t.name: t.values for t in tensors}
-    return _apply_scaling(values) if apply_scaling else values
+    if state is None:
+        return _apply_scaling(values) if apply_scaling else values
+    state.advance_base(values)
+    return {name: values[name].reshape(base.shape) if name in values else np.zeros_like(base)
+            for name, base in state.base.items()}
 
 
 def load_decoded(model, decoded: dict[str, np.ndarray], strict: bool = True):

@@ -2,7 +2,10 @@
 
 People coming from NNCodec pass the same dict: ``encode(x, **args)``. Every reference key
 is accepted; a few only steer the reference's file output and have no effect here, since
-encoding returns bytes and writes nothing. Unknown keys raise ``TypeError``.
+encoding returns bytes and writes nothing, and the few this API does not provide raise
+``NotImplementedError`` when switched on. Unknown keys raise ``TypeError``.
+:meth:`nnc_core.codec.StreamSettings.from_options` is the one place that turns options into
+the stream's signalling.
 """
 from dataclasses import dataclass, fields
 
@@ -33,12 +36,18 @@ REFERENCE_DEFAULTS = {
 }
 
 # reference keys about files, devices and logging: accepted, no effect on the bitstream
-NO_EFFECT = {"cuda_device", "job_identifier", "results", "tensor_path", "verbose",
-             "struct_spars_factor"}
+NO_EFFECT = {"cuda_device", "job_identifier", "results", "tensor_path", "verbose"}
 
-# reference features that belong to the model-level / incremental coding tools
-NOT_YET_SUPPORTED = {"sparsity": 0.0, "opt_qp": False, "quantize_only": False,
-                     "err_accumulation": False}
+# reference keys this API does not provide, with the value that means "off" and why
+UNAVAILABLE = {
+    "opt_qp": (False, "opt_qp chooses a qp per tensor of a model: use nnc_core.nn.encode"),
+    "quantize_only": (False, "quantize_only is not provided: encode_with_reconstruction() "
+                             "returns what a decoder reconstructs"),
+    "err_accumulation": (False, "err_accumulation (error feedback of open-loop updates) belongs "
+                                "to federated learning, nnc_core.fl; coding against a "
+                                "CodingState's base already carries quantization errors into "
+                                "the next update"),
+}
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,10 @@ class TensorOptions:
     compress_differences: bool = False
     pre_signalling: bool = False
     tca: bool = False
+    sparsity: float = 0.0            # share of weight zeros to reach (tools.sparsify)
+    struct_spars_factor: float = 0.9  # gain of the structured step that follows it (0: off)
     # extensions beyond the reference tensor API
+    hdsp: bool = False               # try history-dependent significance per NDU, keep the shorter
     scan_order: int = 0
     cabac_unary_length_minus1: int = 10
     lambda_scale: float = 0.0        # > 0: rate-distortion optimised quantization
@@ -75,13 +87,17 @@ def resolve_options(options: dict) -> TensorOptions:
     unknown = set(options) - _FIELDS - set(REFERENCE_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    for key, default in NOT_YET_SUPPORTED.items():
-        if key in options and options[key] != default:
-            raise NotImplementedError(
-                f"option {key}={options[key]!r} is a model-level tool not available in the tensor API")
+    for key, (off, why) in UNAVAILABLE.items():
+        if key in options and options[key] != off:
+            raise NotImplementedError(f"option {key}={options[key]!r}: {why}")
     chosen = {k: v for k, v in options.items() if k in _FIELDS}
     opts = TensorOptions(**chosen)
     _validate(opts)
+    # the structured step runs after the unstructured one (as in NNCodec, whose args dicts
+    # carry struct_spars_factor=0.9 with sparsity=0): a gain asked for on its own would idle
+    if opts.sparsity == 0 and options.get("struct_spars_factor", 0.9) not in (0, 0.9):
+        raise ValueError("struct_spars_factor acts together with sparsity > 0 (structured "
+                         "sparsification follows the unstructured step): set sparsity too")
     return opts
 
 
@@ -100,8 +116,7 @@ def _validate(o: TensorOptions) -> None:
         raise ValueError("bitdepth and approx_method='codebook' cannot be combined")
     if not 0 <= o.scan_order <= 4:
         raise ValueError(f"scan_order must be in 0..4, got {o.scan_order}")
-    if isinstance(o.lambda_scale, bool) or not isinstance(o.lambda_scale, (int, float)) \
-            or not 0 <= o.lambda_scale < float("inf"):
+    if not _number(o.lambda_scale) or not 0 <= o.lambda_scale < float("inf"):
         raise ValueError(f"lambda_scale must be a finite number >= 0, got {o.lambda_scale!r}")
     if not 0 <= o.cabac_unary_length_minus1 <= 255:
         raise ValueError("cabac_unary_length_minus1 must be in 0..255")
@@ -109,3 +124,17 @@ def _validate(o: TensorOptions) -> None:
         raise ValueError(f"tensor_id must be a string without NUL characters, got {o.tensor_id!r}")
     if o.qp_per_tensor is not None and not isinstance(o.qp_per_tensor, dict):
         raise TypeError("qp_per_tensor must be a dict {tensor name: qp}")
+    if not _number(o.sparsity) or not 0 <= o.sparsity < 1:
+        raise ValueError(f"sparsity must be a share in [0, 1), got {o.sparsity!r}")
+    if not _number(o.struct_spars_factor) or not 0 <= o.struct_spars_factor < float("inf"):
+        raise ValueError(f"struct_spars_factor must be a finite number >= 0, "
+                         f"got {o.struct_spars_factor!r}")
+    # TCA and HDSP are signalled in the parent-node fields, which compress_differences turns on
+    for tool in ("tca", "hdsp"):
+        if getattr(o, tool) and not o.compress_differences:
+            raise ValueError(f"{tool}=True needs compress_differences=True (the stream signals "
+                             f"{tool.upper()} only for NDUs that code a difference)")
+
+
+def _number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))

@@ -27,6 +27,7 @@ from .quant.dependent import quantize_dependent
 from .quant.rdoq import quantize_rd
 from .quant.step import bitdepth_qp, overflow_safe_qp, step_size
 from .quant.uniform import quantize_uniform
+from .tools.sparsify import sparsify
 
 __all__ = ["encode", "decode", "encode_with_reconstruction", "CodingState", "DecodeError"]
 
@@ -49,6 +50,9 @@ def encode_with_reconstruction(x, state: CodingState | None = None,
     """Like :func:`encode`, also returning exactly what :func:`decode` will return."""
     opts = resolve_options(options)
     array = as_numpy(x, opts.tensor_id)
+    if opts.sparsity > 0:
+        array = sparsify({opts.tensor_id: array}, opts.sparsity, opts.qp, opts.qp_density,
+                         opts.struct_spars_factor)[opts.tensor_id]
     tensor = quantize_tensor(array, opts)
     settings = StreamSettings.from_options(opts)
     bitstream, (reconstruction,) = encode_stream([tensor], settings, state)

@@ -57,6 +57,11 @@ its operation adds.
     separate state for its own decode (``KEY`` plus ``"#selfdec"``), so an encoder state and a
     decoder state never mix.
 
+``{"op": "update_sequence", "inputs": [...], "args": {...}, "device_id": N, "bitstreams": [...],
+   "decoded": [...], "foreign": [...], "foreign_decoded": [...]}``
+    A sequence of model differences coded and decoded incrementally (see the function); adds
+    ``"bitstream_len"`` (a list).
+
 ``{"op": "info"}``
     Adds ``"versions"`` (python, numpy, torch, nncodec) and ``"torch_threads"``.
 
@@ -337,6 +342,55 @@ def op_decode(d, job, result):
     data = d.read_bytes(job["bitstream"])
     dec = d.decode_stream(data, job.get("tensor_id"), d.state(job.get("state")))
     d.save_decoded(job["decoded"], dec, result)
+
+
+@op("update_sequence")
+def op_update_sequence(d, job, result):
+    """Differential model coding as NNCodec's federated pipeline does it (``nncodec.fl.encode``),
+    with the encoder's ``approx_param_base`` advanced after each update: every difference
+    in ``inputs`` (``.npz``) is sparsified by the reference's own functions (unstructured at
+    ``qp``'s step, then structured with ``struct_spars_factor`` > 0) and coded with
+    ``nnc.compress`` at ``diff_qp``, with an HDSP tool if ``hdsp``; each stream is decoded
+    with a separate decoder state and HDSP history into ``decoded``. The streams named in
+    ``foreign`` (another implementation's, same sequence) are decoded with a third state
+    into ``foreign_decoded``."""
+    from nncodec.framework.applications.utils.sparsification import (apply_struct_spars_v2,
+                                                                     apply_unstruct_spars_v2)
+    from nncodec.nnc_core.hdsp.hdsp_tool import HdspTool
+
+    np = d.np
+    args = dict(job.get("args") or {})
+    qp, qp_density = args.pop("qp"), args.get("qp_density", 2)
+    diff_qp = args.pop("diff_qp", None)
+    sparsity = args.pop("sparsity", 0.0)
+    struct = args.pop("struct_spars_factor", 0.9)
+    hdsp = args.pop("hdsp", False)
+    encoder_state, encoder_tool = _fresh_state(), HdspTool(True) if hdsp else None
+
+    def decoder():
+        state, tool = _fresh_state(), HdspTool(True)
+        return lambda bs: d.nnc.decompress(bytearray(bs), approx_param_base=state,
+                                           update_base_param=True, hdsp_tool=tool,
+                                           return_hls=True)[0]
+
+    own, foreign = decoder(), decoder()
+    result["bitstream_len"] = []
+    for src, out, dec_out in zip(job["inputs"], job["bitstreams"], job["decoded"]):
+        difference = d.load_input(src)
+        if sparsity > 0:
+            difference = apply_unstruct_spars_v2(qp, difference, target_sparsity=sparsity,
+                                                 qp_density=np.int32(qp_density))
+            if struct > 0:
+                difference = apply_struct_spars_v2(difference, gain=struct)
+        bs = d.nnc.compress(difference, bitstream_path=None, return_bitstream=True,
+                            qp=qp if diff_qp is None else diff_qp, hdsp_tool=encoder_tool,
+                            approx_param_base=encoder_state, update_base_param=True,
+                            device_id=job.get("device_id", 0), **args)
+        d.write_bytes(out, bs)
+        result["bitstream_len"].append(len(bs))
+        d.save_decoded(dec_out, own(bs), {})
+    for src, dec_out in zip(job.get("foreign", []), job.get("foreign_decoded", [])):
+        d.save_decoded(dec_out, foreign(d.read_bytes(src)), {})
 
 
 @op("info")

@@ -43,10 +43,44 @@ class SmallResNet(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention and a feed-forward layer, each with a residual connection."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.ff(self.norm2(x))
+
+
+class TinyTransformer(nn.Module):
+    """Token embedding, two transformer blocks, a final LayerNorm and a vocabulary head."""
+
+    def __init__(self, vocab=40, dim=16, heads=2, layers=2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
 ZOO = {
     "conv_bn_fc": ConvBnFc,
     "conv_nobias_bn_fc": lambda: ConvBnFc(conv_bias=False),
     "small_resnet": SmallResNet,
+    "tiny_transformer": TinyTransformer,
 }
 INPUT_SHAPES = {"conv_bn_fc": (2, 3, 6, 6), "conv_nobias_bn_fc": (2, 3, 6, 6),
                 "small_resnet": (2, 1, 8, 8)}
@@ -58,6 +92,9 @@ def build(name, seed=0):
     model = ZOO[name]()
     with torch.no_grad():
         for m in model.modules():
+            if isinstance(m, nn.LayerNorm):          # not the trivial 1/0 either
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.3, 0.3)

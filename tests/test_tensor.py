@@ -245,7 +245,9 @@ def test_reference_args_dict_is_accepted():
 @pytest.mark.parametrize("options,error", [
     ({"qp": 200}, ValueError), ({"qp_density": 9}, ValueError), ({"approx_method": "kmeans"}, ValueError),
     ({"bitdepth": 40}, ValueError), ({"scan_order": 5}, ValueError), ({"qp": 1.5}, TypeError),
-    ({"sparsity": 0.5}, NotImplementedError),
+    ({"sparsity": 1.0}, ValueError), ({"opt_qp": True}, NotImplementedError),
+    ({"tca": True}, ValueError), ({"hdsp": True}, ValueError),
+    ({"struct_spars_factor": 0.5}, ValueError),
 ])
 def test_invalid_options(options, error):
     with pytest.raises(error):

@@ -1,13 +1,14 @@
-"""Model-level coding tools of NNC: BatchNorm folding, local scaling adaptation and the
-layer-wise choice of quantization parameters.
+"""Model-level coding tools of NNC: BatchNorm folding, local scaling adaptation, the
+layer-wise choice of quantization parameters and sparsification.
 
 Local scaling adaptation trains on data and needs torch; it is imported on first use so
 that the codec itself runs without torch.
 """
 from .bnf import fold_batchnorm
 from .opt_qp import optimise_qps
+from .sparsify import sparsify, zero_share
 
-__all__ = ["fold_batchnorm", "train_local_scales", "optimise_qps"]
+__all__ = ["fold_batchnorm", "train_local_scales", "optimise_qps", "sparsify", "zero_share"]
 
 
 def __getattr__(name):
