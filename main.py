@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     coding.add_argument("--bnf", action="store_true", help="fold BatchNorm into the preceding layers")
     coding.add_argument("--lsa", action="store_true",
                         help="local scaling adaptation: train per-channel scales after quantization")
+    coding.add_argument("--sparsity", type=float, default=0.0, metavar="SHARE",
+                        help="zero the smallest weights until this share of all parameters is "
+                             "zero, before quantization (default 0: off)")
+    coding.add_argument("--struct_spars_factor", type=float, default=0.0, metavar="GAIN",
+                        help="with --sparsity, also zero the output channels whose mean "
+                             "magnitude is below GAIN times the layer's mean (default 0: off; "
+                             "NNCodec's 0.9 is meant for updates and removes about half the "
+                             "channels of a full model)")
     coding.add_argument("--approx_method", choices=["uniform", "codebook"], default="uniform")
     coding.add_argument("--bitdepth", type=int, default=None,
                         help="integer bit depth of the quantized weights (default: none)")

@@ -32,6 +32,7 @@ def coding_options(args, qp: int) -> dict:
     return dict(qp=qp, nonweight_qp=args.nonweight_qp, qp_density=args.qp_density,
                 use_dq=args.use_dq, opt_qp=args.opt_qp, bnf=args.bnf, lsa=args.lsa,
                 approx_method=args.approx_method, bitdepth=args.bitdepth,
+                sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor,
                 lr=args.lr, epochs=args.epochs, max_batches=args.max_batches)
 
 
@@ -47,6 +48,13 @@ def pre_train(model, args, info, device, log: RunLogger) -> Path:
 def coded_weights(coded) -> list:
     """The NDU reports of quantized tensors with two or more dimensions."""
     return [t for t in coded.tensors if t.levels is not None and len(t.shape) > 1]
+
+
+def weight_sparsity(coded) -> float:
+    """Share of zeros (%) among the decoded weights of two or more dimensions."""
+    weights = coded_weights(coded)
+    total = sum(t.levels.size for t in weights)
+    return 100.0 * sum(int(t.levels.size - np.count_nonzero(t.levels)) for t in weights) / max(total, 1)
 
 
 def coder_comparison(coded) -> dict:
@@ -91,6 +99,7 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
         "ratio": original_bytes / size, "bits_per_param": 8 * size / params, "params": params,
         "encode_s": encode_s, "decode_s": decode_s, "bitstream": f"{stem}.nnc",
         "coders": coders, "layers": [t.row() for t in coded.tensors],
+        "weight_sparsity": weight_sparsity(coded),
     }
     if args.verbose:
         log.print(f"\nqp {qp}: per-tensor sizes\n{report.layer_table(result['layers'])}")

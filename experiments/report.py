@@ -35,7 +35,7 @@ CODER_COLUMNS = [("coder", "coder", "s"), ("bytes", "bytes", "d"),
 RUN_COLUMNS = [("qp", "qp", "d"), ("metric_name", "metric", "s"), ("original", "original", ".2f"),
                ("decoded", "decoded", ".2f"), ("drop", "drop", "+.2f"),
                ("compressed_bytes", "bytes", "d"), ("ratio", "ratio", ".1f"),
-               ("bits_per_param", "bits/param", ".3f")]
+               ("bits_per_param", "bits/param", ".3f"), ("weight_sparsity", "zeros %", ".1f")]
 
 
 def layer_table(layers: list[dict]) -> str:

@@ -34,7 +34,8 @@ def test_help_lists_flags_models_and_datasets():
                  "--batch_size", "--epochs", "--max_batches", "--lr", "--model", "--model_path",
                  "--dataset", "--dataset_path", "--results", "--workers", "--wandb", "--wandb_key",
                  "--wandb_run_name", "--pre_train_model", "--plot_segmentation_masks", "--verbose",
-                 "--device", "--config", "--qp_sweep", "--model_rand_int"):
+                 "--device", "--config", "--qp_sweep", "--model_rand_int", "--sparsity",
+                 "--struct_spars_factor"):
         assert flag in out, flag
     assert "resnet20" in out and "deeplabv3_resnet50" in out and "fashion_mnist" in out
     assert "timm/<name>" in out
@@ -125,3 +126,17 @@ def test_shipped_checkpoint_is_small_and_loads():
     meta = models.load_checkpoint(model, CHECKPOINT)
     assert meta.get("test_top1", 0) > 90
     assert np.isfinite(sum(p.sum().item() for p in model.parameters()))
+
+
+@needs_data
+def test_sparsity_reaches_the_decoded_weights(tmp_path):
+    """--sparsity zeroes weights before coding; the run reports the decoded share per layer
+    and overall, and a sparser model codes into fewer bytes."""
+    run_main("--sparsity", "0.5", "--max_eval_batches", "2", "--results", str(tmp_path / "s"))
+    run_main("--max_eval_batches", "2", "--results", str(tmp_path / "d"))
+    (sparse,) = json.loads((tmp_path / "s" / "resnet20_results.json").read_text())["runs"]
+    (dense,) = json.loads((tmp_path / "d" / "resnet20_results.json").read_text())["runs"]
+    weights = [l for l in sparse["layers"] if len(l["shape"]) > 1]
+    assert sparse["weight_sparsity"] >= 50 > dense["weight_sparsity"]
+    assert all(0 <= l["sparsity"] <= 100 for l in weights)
+    assert sparse["compressed_bytes"] < 0.8 * dense["compressed_bytes"]
