@@ -4,6 +4,7 @@
     python run.py ecqx [options]     entropy-constrained (LRP-guided) trained quantization
     python run.py pnc train|eval|simulate [options]
                                      progressive neural compression for image offloading
+    python run.py fl [options]       federated learning with NNC-coded updates on Flower
 
 `python run.py PIPELINE --help` lists a pipeline's options; every pipeline accepts
 `--config file.yaml` for its flag defaults and writes JSON results and plots.
@@ -20,6 +21,7 @@ from experiments.config import parse_with_config
 PIPELINES = {
     "ecqx": "experiments.ecqx_run",
     "pnc": "experiments.pnc_run",
+    "fl": "experiments.fl_run",
 }
 
 

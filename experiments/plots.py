@@ -92,3 +92,24 @@ def plot_segmentation_masks(images, truths, predictions: dict, num_classes: int,
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_traffic_accuracy(runs: list[dict], path: str | Path, title: str = "") -> Path:
+    """Test accuracy of the global model against the cumulative bytes exchanged (both
+    directions, the first distribution included), one curve per update codec."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        rows = run["rounds"]
+        ax.plot([r["cumulative_bytes"] / 2**20 for r in rows], [r.get("accuracy", 0) for r in rows],
+                "o-", ms=3, label=f"{run['codec']} ({100 * run['summary']['traffic_share']:.2f} %)")
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative traffic, both directions [MiB]")
+    ax.set_ylabel("test accuracy [%]")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(title="codec (traffic share)", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -14,7 +14,6 @@ pickle) and loaded again, so that a client or server can restart.
 from __future__ import annotations
 
 import copy
-import os
 import zipfile
 from dataclasses import dataclass, field
 
@@ -134,8 +133,9 @@ class CodingState:
         return copy.deepcopy(self)
 
     # ------------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the state to an ``.npz`` file (plain arrays, loadable without pickle)."""
+    def save(self, path) -> None:
+        """Write the state to an ``.npz`` file (a path or a binary file object; plain
+        arrays, loadable without pickle)."""
         names = list(self.tensors)
         base_names = list(self.base)
         arrays = {
@@ -150,11 +150,14 @@ class CodingState:
             arrays[f"significant_{i}"] = self.tensors[n].significant
         for i, n in enumerate(base_names):
             arrays[f"base_{i}"] = self.base[n]
+        if hasattr(path, "write"):
+            np.savez(path, **arrays)
+            return
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CodingState":
+    def load(cls, path) -> "CodingState":
         """Read a state written by :meth:`save`; ValueError if the file is not one."""
         try:
             with np.load(path, allow_pickle=False) as data:

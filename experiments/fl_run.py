@@ -1,0 +1,271 @@
+"""``run.py fl``: federated learning with NNC-coded updates on Flower (NNCodec 2.x's
+federated pipeline; Becking et al., EuCNC 2025 and IEEE TMM 2024).
+
+Clients train a shared model on their share of the training set (IID or Dirichlet
+label-skewed), upload coded updates, the server averages them (weighted by the samples
+trained on) and broadcasts the coded change of the global model. Every round logs the real
+bytes in both directions, their float32 equivalent and the test accuracy of the global model
+as the clients hold it; the JSON ends with a ``summary``. ``--baselines`` runs the same
+federation with uncompressed float32 FedAvg, float16, 8-bit and top-k updates (same seeds,
+same error feedback) and plots accuracy against cumulative bytes for all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import datasets
+import models
+from datasets.partition import parse_partition, partition_indices
+from nnc_core.fl import FLOptions, ServerLink
+
+from .builders import build_model, dataset_info, loader, setup_errors, start_run
+from .config import add_run_arguments
+from .engine import evaluate, train_one_epoch
+from .plots import plot_traffic_accuracy
+
+DESCRIPTION = __doc__.split("\n\n")[0]
+EXAMPLES = """examples:
+  python run.py fl                                     # offline default: 3 clients, Fashion-MNIST
+  python run.py fl --num_clients 5 --epochs 10 --qp -36 --diff_qp -30 --sparsity 0.8 --tca
+  python run.py fl --baselines                         # NNC against float32/float16/int8/top-k
+  python run.py fl --partition dirichlet:0.5 --engine inprocess
+"""
+BASELINES = ("float32", "float16", "int8", "topk")
+ENGINE_NAMES = ("simulation", "inprocess")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES +
+                                     f"\nmodels: {', '.join(models.list_models())}; timm/<name>."
+                                     f"\ndatasets: {', '.join(datasets.list_datasets())}.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    fed = parser.add_argument_group("federation")
+    fed.add_argument("--num_clients", type=int, default=3, help="clients (default 3)")
+    fed.add_argument("--epochs", type=int, default=5, help="communication rounds (default 5)")
+    fed.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default iid)")
+    fed.add_argument("--engine", default="simulation", choices=ENGINE_NAMES,
+                     help="Flower's simulation engine (Ray), or in this process (default simulation)")
+    fed.add_argument("--num_cpus", type=int, default=2, help="CPUs for the simulation (default 2)")
+    fed.add_argument("--codec", default="nnc", choices=["nnc", *BASELINES],
+                     help="how updates travel (default nnc)")
+    fed.add_argument("--baselines", action="store_true",
+                     help="also run float32, float16, int8 and top-k in the same harness")
+    fed.add_argument("--topk_share", type=float, default=0.01, help="share kept by top-k (0.01)")
+    fed.add_argument("--window", type=int, default=8,
+                     help="broadcasts kept for clients that missed rounds (default 8)")
+    nnc = parser.add_argument_group("NNC coding (NNCodec's flag names)")
+    for flag in ("compress_upstream", "compress_downstream", "compress_differences"):
+        nnc.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True)
+    nnc.add_argument("--err_accumulation", action=argparse.BooleanOptionalAction, default=True,
+                     help="error feedback: what coding drops is sent with the next update")
+    nnc.add_argument("--qp", type=int, default=-32, help="qp of the first model and of the "
+                     "sparsification step (default -32)")
+    nnc.add_argument("--diff_qp", type=int, default=None, help="qp of updates (default: --qp)")
+    nnc.add_argument("--nonweight_qp", type=int, default=-75)
+    nnc.add_argument("--use_dq", action=argparse.BooleanOptionalAction, default=True)
+    nnc.add_argument("--sparsity", type=float, default=0.0)
+    nnc.add_argument("--struct_spars_factor", type=float, default=0.0)
+    nnc.add_argument("--tca", action="store_true", help="temporal context adaptation")
+    nnc.add_argument("--hdsp", action="store_true", help="history-dependent significance")
+    nnc.add_argument("--row_skipping", action=argparse.BooleanOptionalAction, default=True)
+    nnc.add_argument("--bitdepth", type=int, default=None)
+    nnc.add_argument("--bnf", action="store_true", help="BatchNorm folding (not implemented in FL)")
+    data = parser.add_argument_group("model, data and local training")
+    data.add_argument("--model", default="resnet20")
+    data.add_argument("--model_rand_int", action=argparse.BooleanOptionalAction, default=True,
+                      help="start from a random initialisation (default; --no-model_rand_int "
+                           "loads the shipped or pretrained weights)")
+    data.add_argument("--model_path", default=None)
+    data.add_argument("--dataset", default="fashion_mnist")
+    data.add_argument("--dataset_path", default=None)
+    data.add_argument("--batch_size", type=int, default=64)
+    data.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    data.add_argument("--weight_decay", type=float, default=1e-3)
+    data.add_argument("--max_batches", type=int, default=40,
+                      help="local training batches per round (default 40)")
+    data.add_argument("--max_batches_test", type=int, default=40,
+                      help="test batches per evaluation (default 40; 0: the whole test set)")
+    data.add_argument("--workers", type=int, default=0)
+    add_run_arguments(parser, results="results/fl")
+    return parser
+
+
+def fl_options(args, codec: str) -> FLOptions:
+    return FLOptions(
+        compress_upstream=args.compress_upstream, compress_downstream=args.compress_downstream,
+        compress_differences=args.compress_differences, err_accumulation=args.err_accumulation,
+        qp=args.qp, diff_qp=args.diff_qp, nonweight_qp=args.nonweight_qp, use_dq=args.use_dq,
+        sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor, tca=args.tca,
+        hdsp=args.hdsp, bnf=args.bnf, row_skipping=args.row_skipping, bitdepth=args.bitdepth,
+        codec=codec, topk_share=args.topk_share, window=args.window)
+
+
+# ----------------------------------------------------------------------------- the task
+
+def float_state(model) -> dict[str, np.ndarray]:
+    """The model's float tensors (weights, biases, BatchNorm statistics), in order."""
+    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
+            for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+class VisionTask:
+    """Local training of a registered model on one client's share of a data set."""
+
+    def __init__(self, args):
+        torch.manual_seed(args.seed)
+        self.args, self.info = args, dataset_info(args.dataset)
+        self.model, _ = build_model(args.model, args.dataset, self.info, args.model_path,
+                                    random_init=args.model_rand_int)
+        with setup_errors(f"data set {args.dataset!r}"):
+            self.train_set = datasets.create_dataset(args.dataset, root=args.dataset_path,
+                                                     split="train")
+        labels = getattr(self.train_set, "targets", None)
+        if labels is None:
+            labels = [self.train_set[i][1] for i in range(len(self.train_set))]
+        self.parts = partition_indices(np.asarray(labels), args.num_clients, args.partition,
+                                       args.seed)
+
+    def template(self) -> dict[str, np.ndarray]:
+        return float_state(self.model)
+
+    def train(self, weights, partition: int, server_round: int):
+        torch.set_num_threads(1)
+        torch.manual_seed(self.args.seed + 1000 * server_round + partition)
+        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()},
+                                   strict=False)
+        subset = torch.utils.data.Subset(self.train_set, self.parts[partition].tolist())
+        batches = torch.utils.data.DataLoader(subset, batch_size=self.args.batch_size, shuffle=True)
+        decay = [p for p in self.model.parameters() if p.dim() > 1]
+        rest = [p for p in self.model.parameters() if p.dim() <= 1]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.args.weight_decay},
+                                       {"params": rest, "weight_decay": 0.0}], lr=self.args.lr)
+        loss = train_one_epoch(self.model, batches, optimizer, "cpu", task=self.info.task,
+                               max_batches=self.args.max_batches, verbose=False)
+        samples = min(len(subset), self.args.max_batches * self.args.batch_size)
+        return float_state(self.model), samples, {"train_loss": loss}
+
+    def evaluate(self, weights, test_loader) -> dict:
+        model = copy.deepcopy(self.model)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+        metrics = evaluate(model, test_loader, "cpu", self.info.task, self.info.num_classes,
+                           max_batches=self.args.max_batches_test or None, verbose=False)
+        return {"accuracy": metrics.get("top1", metrics.get("miou", 0.0)), "test_loss": metrics["loss"]}
+
+
+_TASKS: dict[str, VisionTask] = {}
+
+
+def shared_task(args) -> VisionTask:
+    """One task per process and configuration (clients of the simulation engine run in
+    worker processes that serve several rounds)."""
+    key = json.dumps(vars(args), sort_keys=True, default=str)
+    if key not in _TASKS:
+        _TASKS[key] = VisionTask(args)
+    return _TASKS[key]
+
+
+# ----------------------------------------------------------------------------- running
+
+def summarize(history, model_bytes: int, num_clients: int) -> tuple[list[dict], dict]:
+    """Per-round rows with cumulative totals, and the run's summary."""
+    rows, total = [], {"up": 0, "down": 0, "initial": 0, "float32": 0, "initial_float32": 0}
+    for entry in history:
+        t = entry.traffic
+        total["up"] += t.up
+        total["down"] += t.down
+        total["initial"] += t.initial
+        total["float32"] += t.up_float32 + t.down_float32
+        total["initial_float32"] += t.initial_float32
+        rows.append({"round": entry.round, "bytes_up": t.up, "bytes_down": t.down,
+                     "bytes_initial": t.initial, "bytes_up_float32": t.up_float32,
+                     "bytes_down_float32": t.down_float32, "uploads": t.uploads,
+                     "failures": t.failures, "cumulative_bytes": total["up"] + total["down"] + total["initial"],
+                     "cumulative_float32": total["float32"] + total["initial_float32"],
+                     "seconds": entry.seconds, **entry.metrics})
+    coded = total["up"] + total["down"]
+    summary = {
+        "rounds": len(history), "clients": num_clients, "model_float32_bytes": model_bytes,
+        "bytes_up": total["up"], "bytes_down": total["down"], "bytes_initial": total["initial"],
+        "bytes_uncompressed": total["float32"], "bytes_initial_uncompressed": total["initial_float32"],
+        "traffic_share": coded / max(total["float32"], 1),
+        "traffic_share_with_initial": (coded + total["initial"]) /
+                                      max(total["float32"] + total["initial_float32"], 1),
+        "final_accuracy": history[-1].metrics.get("accuracy") if history else None,
+    }
+    return rows, summary
+
+
+def federate(args, codec: str, log) -> dict:
+    """One federation with ``codec``; returns its rows and summary."""
+    from nnc_core.fl.engines import ENGINES
+    from nnc_core.fl.flower import NNCFedAvg, client_app
+
+    options = fl_options(args, codec)
+    task = shared_task(args)
+    test_loader = loader(args, "test", task.info, shuffle=False)
+    holder = {}
+
+    def on_round(entry):
+        t = entry.traffic
+        log.print(f"[{codec}] round {entry.round}: accuracy {entry.metrics.get('accuracy', 0):.2f} %, "
+                  f"up {t.up:,} B, down {t.down + t.initial:,} B, failures {t.failures}")
+        log.log({f"{codec}/{k}": v for k, v in {"accuracy": entry.metrics.get("accuracy"),
+                                               "bytes_up": t.up, "bytes_down": t.down}.items()},
+                step=entry.round)
+
+    def make_strategy(context):
+        holder["strategy"] = NNCFedAvg(
+            ServerLink(task.template(), options), evaluate=lambda w: task.evaluate(w, test_loader),
+            on_round=on_round, min_available_nodes=args.num_clients,
+            min_train_nodes=args.num_clients)
+        return holder["strategy"]
+
+    app = client_app(lambda context: shared_task(args), options)
+    start = time.perf_counter()
+    engine = ENGINES[args.engine]
+    extra = {"num_cpus": args.num_cpus} if args.engine == "simulation" else {}
+    engine(make_strategy, app, args.num_clients, args.epochs, **extra)
+    strategy = holder["strategy"]
+    rows, summary = summarize(strategy.history, strategy.server.model_bytes, args.num_clients)
+    summary.update(codec=codec, seconds=time.perf_counter() - start)
+    return {"codec": codec, "options": options.to_dict(), "rounds": rows, "summary": summary}
+
+
+def summary_table(runs: list[dict]) -> str:
+    lines = [f"{'codec':<8} {'accuracy %':>10} {'up B':>12} {'down B':>12} {'initial B':>11} "
+             f"{'share %':>8} {'with initial %':>14}"]
+    for run in runs:
+        s = run["summary"]
+        lines.append(f"{run['codec']:<8} {s['final_accuracy'] or 0:>10.2f} {s['bytes_up']:>12,} "
+                     f"{s['bytes_down']:>12,} {s['bytes_initial']:>11,} "
+                     f"{100 * s['traffic_share']:>8.3f} {100 * s['traffic_share_with_initial']:>14.3f}")
+    return "\n".join(lines)
+
+
+def run(args) -> dict:
+    try:
+        parse_partition(args.partition)
+        fl_options(args, args.codec)
+    except (ValueError, NotImplementedError, TypeError) as error:
+        raise SystemExit(f"error: {error}") from None
+    _, _, out_dir, log = start_run(args, project="nnc-fl")
+    codecs = [args.codec] + [c for c in BASELINES if args.baselines and c != args.codec]
+    runs = [federate(args, codec, log) for codec in codecs]
+    log.print("\n" + summary_table(runs))
+    results = {"model": args.model, "dataset": args.dataset, "partition": args.partition,
+               "engine": args.engine, "runs": runs, "summary": runs[0]["summary"]}
+    results["plot"] = str(plot_traffic_accuracy(runs, out_dir / "fl_accuracy_bytes.png",
+                                                f"{args.model} on {args.dataset}, "
+                                                f"{args.num_clients} clients"))
+    path = out_dir / "fl_results.json"
+    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    log.print(f"results: {path}")
+    log.finish()
+    return results
