@@ -38,7 +38,9 @@ EXAMPLES = """examples:
   python run.py fl --partition dirichlet:0.5 --engine inprocess
 """
 BASELINES = ("float32", "float16", "int8", "topk")
-ENGINE_NAMES = ("simulation", "inprocess")
+ENGINE_NAMES = ("simulation", "deployment", "inprocess")
+ROOT = Path(__file__).resolve().parents[1]
+APP_DIR = Path(__file__).resolve().parent / "flower_app"
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -51,7 +53,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     fed.add_argument("--epochs", type=int, default=5, help="communication rounds (default 5)")
     fed.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default iid)")
     fed.add_argument("--engine", default="simulation", choices=ENGINE_NAMES,
-                     help="Flower's simulation engine (Ray), or in this process (default simulation)")
+                     help="Flower's simulation engine (Ray), its deployment engine (a SuperLink "
+                          "and one SuperNode per client as processes on this machine), or in "
+                          "this process (default simulation)")
     fed.add_argument("--num_cpus", type=int, default=2, help="CPUs for the simulation (default 2)")
     fed.add_argument("--codec", default="nnc", choices=["nnc", *BASELINES],
                      help="how updates travel (default nnc)")
@@ -202,38 +206,97 @@ def summarize(history, model_bytes: int, num_clients: int) -> tuple[list[dict], 
     return rows, summary
 
 
-def federate(args, codec: str, log) -> dict:
-    """One federation with ``codec``; returns its rows and summary."""
-    from nnc_core.fl.engines import ENGINES
-    from nnc_core.fl.flower import NNCFedAvg, client_app
+class _Console:
+    """The logger of a ServerApp that runs in its own process (no W&B there)."""
 
-    options = fl_options(args, codec)
-    task = shared_task(args)
+    def print(self, text: str) -> None:
+        print(text, flush=True)
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        pass
+
+
+def make_strategy(args, log):
+    """The strategy of one federation: server end, evaluation on the test set, round log."""
+    from nnc_core.fl.flower import NNCFedAvg
+
+    codec, task = args.codec, shared_task(args)
     test_loader = loader(args, "test", task.info, shuffle=False)
-    holder = {}
 
     def on_round(entry):
         t = entry.traffic
         log.print(f"[{codec}] round {entry.round}: accuracy {entry.metrics.get('accuracy', 0):.2f} %, "
                   f"up {t.up:,} B, down {t.down + t.initial:,} B, failures {t.failures}")
-        log.log({f"{codec}/{k}": v for k, v in {"accuracy": entry.metrics.get("accuracy"),
-                                               "bytes_up": t.up, "bytes_down": t.down}.items()},
-                step=entry.round)
+        log.log({f"{codec}/accuracy": entry.metrics.get("accuracy"), f"{codec}/bytes_up": t.up,
+                 f"{codec}/bytes_down": t.down + t.initial}, step=entry.round)
 
-    def make_strategy(context):
-        holder["strategy"] = NNCFedAvg(
-            ServerLink(task.template(), options), evaluate=lambda w: task.evaluate(w, test_loader),
-            on_round=on_round, min_available_nodes=args.num_clients,
-            min_train_nodes=args.num_clients)
-        return holder["strategy"]
+    return NNCFedAvg(ServerLink(task.template(), fl_options(args, codec)),
+                     evaluate=lambda weights: task.evaluate(weights, test_loader),
+                     on_round=on_round, min_available_nodes=args.num_clients,
+                     min_train_nodes=args.num_clients)
 
-    app = client_app(lambda context: shared_task(args), options)
-    start = time.perf_counter()
-    engine = ENGINES[args.engine]
-    extra = {"num_cpus": args.num_cpus} if args.engine == "simulation" else {}
-    engine(make_strategy, app, args.num_clients, args.epochs, **extra)
-    strategy = holder["strategy"]
+
+def client_handler(args):
+    """The ClientApp's train handler of this run."""
+    from nnc_core.fl.flower import NNClient
+
+    options = fl_options(args, args.codec)
+
+    def handle(message, context):
+        partition = int(context.node_config.get("partition-id", 0))
+        return NNClient(shared_task(args), options, partition).handle(message, context)
+
+    return handle
+
+
+def args_from_json(text: str) -> argparse.Namespace:
+    return argparse.Namespace(**json.loads(text))
+
+
+def deployment_results(args) -> Path:
+    return Path(args.results) / f"fl_deployment_{args.codec}.json"
+
+
+def run_server(args, grid) -> None:
+    """The ServerApp's main in the deployment engine: run, then write rows and summary."""
+    from flwr.app import ArrayRecord
+
+    strategy = make_strategy(args, _Console())
+    strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=args.epochs)
     rows, summary = summarize(strategy.history, strategy.server.model_bytes, args.num_clients)
+    deployment_results(args).write_text(json.dumps({"rounds": rows, "summary": summary},
+                                                   default=float))
+
+
+def federate(args, codec: str, log) -> dict:
+    """One federation with ``codec`` on ``args.engine``; returns its rows and summary."""
+    from nnc_core.fl.engines import run_deployment, run_inprocess, run_simulation
+    from nnc_core.fl.flower import client_app as make_client_app
+
+    args = argparse.Namespace(**{**vars(args), "codec": codec})
+    options = fl_options(args, codec)
+    start = time.perf_counter()
+    if args.engine == "deployment":
+        run_deployment(APP_DIR, args.num_clients, {"args": json.dumps(vars(args))},
+                       Path(args.results) / f"deployment_{codec}", pythonpath=str(ROOT))
+        outcome = json.loads(deployment_results(args).read_text())
+        rows, summary = outcome["rounds"], outcome["summary"]
+        for row in rows:
+            log.print(f"[{codec}] round {row['round']}: accuracy {row.get('accuracy', 0):.2f} %")
+    else:
+        holder = {}
+
+        def strategy_for(context):
+            holder["strategy"] = make_strategy(args, log)
+            return holder["strategy"]
+
+        app = make_client_app(lambda context: shared_task(args), options)
+        if args.engine == "simulation":
+            run_simulation(strategy_for, app, args.num_clients, args.epochs, num_cpus=args.num_cpus)
+        else:
+            run_inprocess(strategy_for, app, args.num_clients, args.epochs)
+        strategy = holder["strategy"]
+        rows, summary = summarize(strategy.history, strategy.server.model_bytes, args.num_clients)
     summary.update(codec=codec, seconds=time.perf_counter() - start)
     return {"codec": codec, "options": options.to_dict(), "rounds": rows, "summary": summary}
 

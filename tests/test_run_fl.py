@@ -78,3 +78,17 @@ def test_flower_simulation_engine(tmp_path):
     """The Ray backend of Flower's simulation engine, as `python run.py fl` runs it."""
     run_fl(*TINY, "--engine", "simulation", "--num_cpus", "2", "--results", str(tmp_path))
     check_summary(json.loads((tmp_path / "fl_results.json").read_text()), rounds=2, clients=2)
+
+
+@needs_data
+@pytest.mark.slow
+def test_flower_deployment_engine_over_loopback(tmp_path):
+    """A SuperLink and one SuperNode per client as processes on 127.0.0.1, `flwr run` of
+    the app in experiments/flower_app; every process is gone afterwards."""
+    run_fl(*TINY, "--engine", "deployment", "--results", str(tmp_path))
+    check_summary(json.loads((tmp_path / "fl_results.json").read_text()), rounds=2, clients=2)
+    logs = tmp_path / "deployment_nnc"
+    assert (logs / "superlink.log").exists() and (logs / "supernode_1.log").exists()
+    leftover = subprocess.run(["pgrep", "-f", "flower-superlink|flower-supernode|flwr-clientapp"],
+                              capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", leftover.stdout

@@ -122,3 +122,108 @@ def run_simulation(make_strategy: Callable[[Context], object], client: ClientApp
 
 
 ENGINES = {"inprocess": run_inprocess, "simulation": run_simulation}
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run_deployment(app_dir, num_clients: int, run_config: dict, workdir, *,
+                   pythonpath: str | None = None, timeout: float = 3600.0) -> None:
+    """Flower's deployment engine on this machine: a SuperLink and ``num_clients``
+    SuperNodes (``partition-id`` 0..n-1) as separate processes on loopback without TLS,
+    then ``flwr run`` of the Flower app in ``app_dir`` with ``run_config``; every process
+    is stopped afterwards. Logs go to ``workdir``. Across machines, start
+    ``flower-superlink`` on the server and ``flower-supernode --superlink HOST:PORT`` on
+    each client yourself (with TLS), and point ``flwr run`` at the SuperLink."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    offline()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    binaries = Path(sys.executable).parent
+    # the SuperLink serves its fleet, control and runtime APIs on one HTTP port
+    link, *node_ports = _free_ports(1 + num_clients)
+    home = workdir / "flwr_home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "nnc"\n\n'
+        f'[superlink.nnc]\naddress = "127.0.0.1:{link}"\ninsecure = true\n')
+    overrides = workdir / "run_config.toml"
+    overrides.write_text("".join(f"{k} = {_toml_string(v)}\n" for k, v in run_config.items()))
+    env = dict(os.environ, FLWR_HOME=str(home), **OFFLINE_ENV)
+    # the SuperLink and SuperNodes start their helper processes (flower-superexec) by name
+    env["PATH"] = os.pathsep.join([str(binaries), env.get("PATH", "")])
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
+    processes, logs = [], []
+
+    def start(name: str, *command: str):
+        log = open(workdir / f"{name}.log", "w")
+        logs.append(log)
+        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                          cwd=workdir))
+
+    try:
+        start("superlink", str(binaries / "flower-superlink"), "--insecure",
+              "--isolation", "subprocess", "--database", ":flwr-in-memory-state:",
+              "--disable-runtime-dependency-installation",
+              "--host", "127.0.0.1", "--port", str(link))
+        _wait_for_port(link, processes[0], workdir / "superlink.log")
+        for i, port in enumerate(node_ports):
+            start(f"supernode_{i}", str(binaries / "flower-supernode"), "--insecure",
+                  "--superlink", f"127.0.0.1:{link}", "--isolation", "subprocess",
+                  "--host", "127.0.0.1", "--port", str(port),
+                  "--node-config", f"partition-id={i} num-partitions={num_clients}")
+        with open(workdir / "flwr_run.log", "w") as log:
+            result = subprocess.run([str(binaries / "flwr"), "run", str(app_dir), "nnc",
+                                     "--run-config", str(overrides), "--stream"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    timeout=timeout, cwd=workdir)
+        if result.returncode != 0:
+            tail = (workdir / "flwr_run.log").read_text()[-2000:]
+            raise RuntimeError(f"flwr run failed (exit {result.returncode}); see {workdir}:\n{tail}")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+def _wait_for_port(port: int, process, log, timeout: float = 120.0) -> None:
+    """Until something listens on ``port`` (the SuperLink takes seconds to start)."""
+    import socket
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the SuperLink exited ({process.returncode}); see {log}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the SuperLink did not open port {port} within {timeout:.0f} s; see {log}")
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+ENGINES["deployment"] = run_deployment
