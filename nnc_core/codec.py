@@ -378,7 +378,12 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     # the whole stream decodes: a damaged stream leaves the state as it was
     saved = state.snapshot()
     try:
-        return [t for job in jobs for t in run(job, threads)]
+        decoded = [t for job in jobs for t in run(job, threads)]
+        names = [t.name for t in decoded]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise DecodeError(f"tensor(s) {twice[:4]} appear more than once in one update")
+        return decoded
     except BaseException:
         state.restore(saved)
         raise

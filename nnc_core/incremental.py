@@ -78,16 +78,15 @@ class CodingState:
 
     def check_node(self, name: str, parameter_id: int, depth: int, size: int) -> None:
         """DecodeError unless an NDU of ``name`` at ``depth`` continues this state's tree.
-        Depth 0 marks a base-model tensor: it starts the tensor's chain afresh."""
-        if depth == 0:
-            return
+        Depth 0 marks a base-model tensor: it starts the tensor's chain afresh (with the
+        element count the state knows for it)."""
         last = self.tensors.get(name)
         expected = last.depth + 1 if last else 1
-        if depth != expected:
+        if depth not in (0, expected):
             held = f"depth {last.depth}" if last else "no earlier version"
             raise DecodeError(f"tensor {name!r}: NDU at update-tree depth {depth}, expected "
                               f"{expected} (the state holds {held})")
-        if last is not None and last.parameter_id != parameter_id:
+        if depth and last is not None and last.parameter_id != parameter_id:
             raise DecodeError(f"tensor {name!r}: parameter id {parameter_id}, the state "
                               f"holds {last.parameter_id}")
         known = self.base.get(name)

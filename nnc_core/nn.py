@@ -58,6 +58,7 @@ import numpy as np
 
 from .codec import (BN_ROLES, QuantizedBlock, QuantizedTensor, StreamSettings, decode_stream,
                     encode_ndu_unit, encode_units, reconstruct)
+from .errors import DecodeError
 from .incremental import CodingState
 from .options import TensorOptions, resolve_options
 from .tensor import as_numpy, quantize_tensor
@@ -473,11 +474,16 @@ def decode(bitstream: bytes, *, state: CodingState | None = None, apply_scaling:
     :class:`nnc_core.DecodeError` on a damaged stream, or one that does not continue the
     state's update tree (the state is then left unchanged).
     """
+    saved = state.snapshot() if state is not None else None
     tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements)
     values = {t.name: t.values for t in tensors}
     if state is None:
         return _apply_scaling(values) if apply_scaling else values
-    state.advance_base(values)
+    try:
+        state.advance_base(values)
+    except ValueError as error:         # cannot happen for a stream the checks let through
+        state.restore(saved)
+        raise DecodeError(f"the update does not fit the state's base: {error}") from None
     return {name: values[name].reshape(base.shape) if name in values else np.zeros_like(base)
             for name, base in state.base.items()}
 

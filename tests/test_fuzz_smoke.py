@@ -3,8 +3,9 @@
 20,000 mutants of the seed corpus go through the pure-Python structure-aware mutator and every
 decoder entry point; if atheris is installed, a coverage-guided run of 10,000 inputs runs at the
 same time in a subprocess. Any outcome other than a result or a DecodeError fails, and so does
-an input that takes more than a second to decode. The reproducers of fixed failures in
-tests/fuzz/crashes/ are replayed.
+an input that takes more than a second to decode. 3,000 differential inputs (model updates
+decoded against a right or wrong receiver state) must also leave the state unchanged whenever
+decoding fails. The reproducers of fixed failures in tests/fuzz/crashes/ are replayed.
 """
 import importlib.util
 import subprocess
@@ -12,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FUZZ_DIR = Path(__file__).parent / "fuzz"
 CRASHES = FUZZ_DIR / "crashes"
 PURE_RUNS = 20_000
+DIFF_RUNS = 3_000
 ATHERIS_RUNS = 10_000
 SLOW_SECONDS = 1.0
 
@@ -79,7 +82,7 @@ def test_pure_python_fuzz(tmp_path):
     start = time.monotonic()
     stats = harness.pure_fuzz(runs=PURE_RUNS, seed=20240, crash_dir=str(tmp_path),
                               timeout=10.0, slow_seconds=SLOW_SECONDS,
-                              max_rss_mb=_rss_limit_mb())
+                              max_rss_mb=_rss_limit_mb(), target="plain")
     assert stats["runs"] == PURE_RUNS
     failures = "\n\n".join(tb for _, _, tb in stats["failures"][:3])
     assert not stats["failures"], f"{len(stats['failures'])} failing inputs:\n{failures}"
@@ -103,8 +106,95 @@ def test_structured_mutator_respects_max_size():
                                         if not p.name.startswith("open-")),
                          ids=lambda p: p.name)
 def test_fixed_reproducers(path):
-    """Inputs that once broke the decoder now decode or raise DecodeError, in bounded time."""
-    assert harness.check_input(path.read_bytes(), max_rss_mb=_rss_limit_mb()) < SLOW_SECONDS
+    """Inputs that once broke the decoder now decode or raise DecodeError, in bounded time
+    (a differential one against the state saved next to it)."""
+    data = path.read_bytes()
+    state = harness.load_state_for(str(path), data)
+    assert harness.check_input(data, max_rss_mb=_rss_limit_mb(), state=state) < SLOW_SECONDS
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CRASHES.glob("open-*.bin")
+                                        if Path(harness.state_path(str(p))).exists()),
+                         ids=lambda p: p.name)
+@pytest.mark.xfail(strict=True, reason="open decoder bug (tests/fuzz/crashes/README.md); "
+                                       "once fixed, drop the open- prefix of the reproducer")
+def test_open_differential_reproducers(path):
+    data = path.read_bytes()
+    harness.check_input(data, max_rss_mb=_rss_limit_mb(),
+                        state=harness.load_state_for(str(path), data))
+
+
+# ------------------------------------------------------------------ differential streams
+
+def test_differential_seeds_meet_their_states():
+    """Each update decodes with the right state and is refused by a wrong one (one step behind
+    or ahead, fresh, another device, another model); the harness's check passes on all."""
+    outcomes = {}
+    for name, data in harness.diff_seeds():
+        harness.check_input(data, max_rss_mb=_rss_limit_mb())
+        outcomes[name] = harness._last_diff_outcome[0]
+    assert len(outcomes) >= 100
+    for name, outcome in outcomes.items():
+        label = name.split("_step", 1)[1].split("_", 1)[1]
+        empty_update = outcome == "empty"          # an all-zero update has no NDU to refuse
+        if label == "right":
+            assert outcome in ("applied", "empty"), name
+        elif label != "other_device" or "step0" not in name:   # step 0 of another device
+            assert outcome == "state" or empty_update, (name, outcome)  # meets a fresh state
+    assert sum(o == "applied" for o in outcomes.values()) >= 15
+
+
+def test_differential_states_survive_save_and_load(tmp_path):
+    """Every state the harness decodes against (damaged ones too) is exactly what
+    CodingState.save / load give back, so a saved reproducer state is the state that failed."""
+    for selector in range(len(harness.diff_states())):
+        for tweak in (0, 1, 6, 8, 10, 0x39):
+            state = harness.diff_state(selector, tweak)
+            state.save(tmp_path / "s.npz")
+            loaded = harness.CodingState.load(tmp_path / "s.npz")
+            assert harness.state_fingerprint(loaded) == harness.state_fingerprint(state), \
+                (selector, tweak)
+
+
+def test_differential_check_catches_a_state_changed_by_a_failure(monkeypatch):
+    """The harness itself: a decoder that advances the state and then raises DecodeError is a
+    failure, and so is one that returns a non-finite update."""
+    import nnc_core.nn as nnc_nn
+    data = next(d for n, d in harness.diff_seeds() if n.endswith("_step1_right"))
+    real = nnc_nn.decode_stream
+
+    def advances_then_fails(stream, state, **kwargs):
+        real(stream, state, **kwargs)
+        raise harness.DecodeError("damaged")
+    monkeypatch.setattr(nnc_nn, "decode_stream", advances_then_fails)
+    with pytest.raises(harness.WrongResult, match="state changed"):
+        harness.check_input(data)
+
+    def non_finite(stream, state, **kwargs):
+        tensors = real(stream, state, **kwargs)
+        tensors[0].values = np.full_like(tensors[0].values, np.inf)
+        return tensors
+    monkeypatch.setattr(nnc_nn, "decode_stream", non_finite)
+    with pytest.raises(harness.WrongResult, match="non-finite"):
+        harness.check_input(data)
+
+
+def test_differential_fuzz(tmp_path):
+    """A short run of the differential target: no failure, and most inputs get past the
+    update-tree checks into the level decoding with a primed (non-fresh) state."""
+    start = time.monotonic()
+    stats = harness.pure_fuzz(runs=DIFF_RUNS, seed=1517, crash_dir=str(tmp_path), timeout=10.0,
+                              slow_seconds=SLOW_SECONDS, max_rss_mb=_rss_limit_mb(),
+                              target="differential")
+    failures = "\n\n".join(tb for _, _, tb in stats["failures"][:3])
+    assert not stats["failures"], f"{len(stats['failures'])} failing inputs:\n{failures}"
+    assert stats["runs"] == stats["diff_runs"] == DIFF_RUNS
+    assert stats["max_seconds"] < SLOW_SECONDS
+    primed = stats["diff_primed"]
+    reached = primed["applied"] + primed["deep"]
+    assert reached > DIFF_RUNS // 5, stats["diff_primed"]
+    assert primed["applied"] > DIFF_RUNS // 100 and primed["state"] > DIFF_RUNS // 20, primed
+    assert time.monotonic() - start < 30
 
 
 def test_parallel_decoding_agrees_with_sequential():

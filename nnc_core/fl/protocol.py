@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 

@@ -34,6 +34,16 @@ scan order, codebook, dq flag, unary length, update-tree flags), edits parameter
 sizes, and splices units of different streams. Inputs are also decoded with a decoder state
 primed by the first steps of an incremental sequence, so that temporally predicted NDUs (TCA,
 HDSP) are decoded rather than rejected.
+
+Differential inputs (``--target differential``; 30 % of the default mix, ``--target all``):
+a multi-tensor update of differential model coding (:func:`nnc_core.nn.encode` with a
+``CodingState``) together with the receiver state it is decoded against, right or wrong (one
+step behind or ahead, fresh, another device, another model). ``nnc_core.nn.decode(stream,
+state=copy)`` must return a finite update shaped like the state's base, or raise DecodeError
+and leave the state exactly as it was; a second decode must give the same result. Extra
+mutations edit the update-tree fields of NDU headers, drop, duplicate, reorder or borrow NDUs,
+truncate, flip payload bits and swap or damage the state. ``--workers N`` runs N pure-Python
+processes.
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ import copy
 import faulthandler
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -224,12 +235,187 @@ def primed_states() -> list:
     return _PRIMED
 
 
-def write_corpus(directory: str) -> int:
+TARGETS = ("all", "plain", "differential")
+
+
+def target_seeds(target: str = "all") -> list[tuple[str, bytes]]:
+    """Seed inputs of a target: plain streams, differential inputs (stream and state), or both."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    return ((seeds() if target != "differential" else [])
+            + (diff_seeds() if target != "plain" else []))
+
+
+def write_corpus(directory: str, target: str = "all") -> int:
     os.makedirs(directory, exist_ok=True)
-    for name, data in seeds():
+    inputs = target_seeds(target)
+    for name, data in inputs:
         with open(os.path.join(directory, f"seed-{name}.nnc"), "wb") as f:
             f.write(data)
-    return len(seeds())
+    return len(inputs)
+
+
+# ============================================================================ differential streams
+#
+# Differential model coding (nnc_core.nn.encode / decode with a CodingState) decodes a stream
+# against a decoder state. A differential input is DIFF_MAGIC, a state selector byte, a state
+# tweak byte and the stream: the selector picks one of the receiver states recorded while the
+# seed sequences were coded (diff_states()), the tweak damages a copy of it (wrong depth,
+# parameter id, device, dropped histories, ...). A failing input may also come with the state
+# itself in FILE.state.npz (CodingState.save), which then takes the selector's place.
+
+DIFF_MAGIC = b"NNCd"
+DIFF_PREFIX = len(DIFF_MAGIC) + 2
+# share of differential inputs in the default mix (--target all)
+DIFF_SHARE = 0.3
+STEPS = 4
+
+# (name, device id of the sender, encoder options, model options). Each run codes STEPS
+# versions of a small model dict; from step 2 on conv1.bias stays unchanged (its difference
+# is zero and, under parent signalling, its NDU omitted), "zero_step" codes an all-zero
+# update (a stream without NDUs), "fc_rows" changes the element counts of the fc layer.
+DIFF_SEQUENCES = (
+    ("tca_hdsp_sparse", 1, dict(compress_differences=True, tca=True, hdsp=True, sparsity=0.8,
+                                qp=-32, diff_qp=-36), {}),
+    ("nodq_norowskip", 2, dict(compress_differences=True, use_dq=False, row_skipping=False,
+                               qp=-30), {}),
+    ("tca_sparse_norowskip", 1, dict(compress_differences=True, tca=True, row_skipping=False,
+                                     sparsity=0.5, qp=-32, diff_qp=-38), {}),
+    ("hdsp_nodq_int", 3, dict(compress_differences=True, hdsp=True, use_dq=False, qp=-34),
+     {"fc_rows": 12, "with_int": True, "zero_step": 3}),
+    ("no_parent_signalling", 4, dict(qp=-32, diff_qp=-34), {"with_int": True}),
+)
+
+_DIFF: dict | None = None
+_DONORS: list | None = None         # donor streams of the mutators while a differential
+                                    # input is mutated (None: the plain seeds)
+
+
+def _donor_seeds() -> list[tuple[str, bytes]]:
+    return _DONORS if _DONORS is not None else seeds()
+
+
+def _diff_model(rng, fc_rows: int = 10, with_int: bool = False) -> dict:
+    def gauss(shape, std=0.1):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+    model = {"conv1.weight": gauss((8, 3, 3, 3)), "conv1.bias": gauss(8),
+             "fc.weight": gauss((fc_rows, 24)), "fc.bias": gauss(fc_rows)}
+    if with_int:
+        model["steps"] = rng.integers(0, 100, 3).astype(np.int32)
+    return model
+
+
+def _diff_material() -> dict:
+    """Streams, receiver states and seed inputs of the differential target (computed once)."""
+    global _DIFF
+    if _DIFF is not None:
+        return _DIFF
+    load_codec()
+    from nnc_core import nn as nnc_nn
+    rng = np.random.default_rng(1517)
+    fresh = CodingState()
+    states = [("fresh", fresh), ("fresh_device7", CodingState(device_id=7))]
+    runs = []
+    for name, device, options, model_options in DIFF_SEQUENCES:
+        sender, receiver = CodingState(device_id=device), CodingState()
+        model = _diff_model(rng, model_options.get("fc_rows", 10),
+                            model_options.get("with_int", False))
+        streams, indices = [], [0]                   # indices[k]: the state after k streams
+        for step in range(STEPS):
+            if step:
+                model = {k: (v + (rng.integers(-2, 3, v.shape) if v.dtype.kind == "i" else
+                                  rng.standard_normal(v.shape) * 0.02)).astype(v.dtype)
+                         for k, v in model.items()}
+            if step >= 2:                            # unchanged: an all-zero difference
+                model["conv1.bias"] = sender.base["conv1.bias"].copy()
+            if step == model_options.get("zero_step"):
+                model = {k: v.copy() for k, v in sender.base.items()}
+            stream = nnc_nn.encode(model, state=sender, **options)
+            nnc_nn.decode(stream, state=receiver)
+            streams.append(stream)
+            states.append((f"{name}_after{step + 1}", receiver.copy()))
+            indices.append(len(states) - 1)
+        runs.append({"name": name, "device": device, "streams": streams, "states": indices,
+                     "fc_rows": model_options.get("fc_rows", 10)})
+    assert len(states) <= 256
+    inputs = []
+    for run in runs:
+        other_device = next(x for x in runs if x["device"] != run["device"])
+        other_shape = next(x for x in runs if x["fc_rows"] != run["fc_rows"])
+        for k, stream in enumerate(run["streams"]):
+            cases = [("right", run["states"][k]), ("ahead", run["states"][k + 1]),
+                     ("other_device", other_device["states"][k]),
+                     ("other_shapes", other_shape["states"][max(k, 1)])]
+            if k:
+                cases += [("behind", run["states"][k - 1]), ("fresh", 0)]
+            for label, index in cases:
+                inputs.append((f"diff_{run['name']}_step{k}_{label}", diff_input(index, 0, stream)))
+    _DIFF = {"states": states, "runs": runs, "inputs": inputs,
+             "donors": [(f"diff_{run['name']}_stream{k}", s) for run in runs
+                        for k, s in enumerate(run["streams"])]}
+    return _DIFF
+
+
+def diff_input(selector: int, tweak: int, stream: bytes) -> bytes:
+    return DIFF_MAGIC + bytes([selector & 0xFF, tweak & 0xFF]) + stream
+
+
+def split_diff(data: bytes) -> tuple[int, int, bytes] | None:
+    """(selector, tweak, stream) of a differential input; None for a plain one."""
+    if len(data) < DIFF_PREFIX or not data.startswith(DIFF_MAGIC):
+        return None
+    return data[len(DIFF_MAGIC)], data[len(DIFF_MAGIC) + 1], data[DIFF_PREFIX:]
+
+
+def diff_seeds() -> list[tuple[str, bytes]]:
+    """Seed inputs of the differential target: each stream of each sequence with the right
+    state, the states one step behind and ahead (wrong depths), a fresh state, a state of
+    another device and one of another sequence (other element counts)."""
+    return _diff_material()["inputs"]
+
+
+def diff_states() -> list[tuple[str, object]]:
+    """(label, CodingState) that selector bytes choose from (modulo the count)."""
+    return _diff_material()["states"]
+
+
+TWEAKS = ("none", "drop history", "drop base", "depth + 1", "depth - 1", "parameter id + 1",
+          "device None", "device + 1", "levels one short", "significance one short",
+          "base as int32", "clear histories", "none", "none", "none", "none")
+
+
+def diff_state(selector: int, tweak: int = 0):
+    """A fresh copy of the selected state with the tweak applied: the low 4 bits choose what
+    is damaged (TWEAKS), the high 4 bits which tensor."""
+    states = diff_states()
+    state = states[selector % len(states)][1].copy()
+    kind = TWEAKS[tweak & 15]
+    names = sorted(state.tensors)
+    base_names = sorted(state.base)
+    name = names[(tweak >> 4) % len(names)] if names else None
+    base_name = base_names[(tweak >> 4) % len(base_names)] if base_names else None
+    h = state.tensors.get(name) if name is not None else None
+    if kind == "drop history" and h is not None:
+        del state.tensors[name]
+    elif kind == "drop base" and base_name is not None:
+        del state.base[base_name]
+    elif kind in ("depth + 1", "depth - 1") and h is not None:
+        h.depth = max(0, h.depth + (1 if kind == "depth + 1" else -1))
+    elif kind == "parameter id + 1" and h is not None:
+        h.parameter_id += 1
+    elif kind == "device None":
+        state.device_id = None
+    elif kind == "device + 1":
+        state.device_id = (state.device_id or 0) + 1
+    elif kind == "levels one short" and h is not None and h.levels.size:
+        h.levels = h.levels[:-1].copy()
+    elif kind == "significance one short" and h is not None and h.significant.size:
+        h.significant = h.significant[:-1].copy()
+    elif kind == "base as int32" and base_name is not None:
+        state.base[base_name] = state.base[base_name].astype(np.int32)
+    elif kind == "clear histories":
+        state.tensors.clear()
+    return state
 
 
 # ============================================================================ the target
@@ -386,14 +572,18 @@ def _compare_threads(data: bytes) -> None:
 
 
 def check_input(data: bytes, slow_seconds: float = SLOW_SECONDS,
-                max_rss_mb: float = MAX_RSS_MB) -> float:
+                max_rss_mb: float = MAX_RSS_MB, state=None) -> float:
     """Run every decoder entry point on ``data``; returns the slowest call's time.
 
     Entry points: ``decode(data)``, ``decode_stream(data, CodingState())`` and
     ``decode_stream`` with each primed incremental state. Raises whatever the decoder raises
     other than DecodeError, and HarnessFailure for a wrong result, a call slower than
     ``slow_seconds`` (confirmed by a second run) or a peak RSS above ``max_rss_mb``.
+    A differential input (DIFF_MAGIC ...) goes to :func:`check_differential` instead, with
+    ``state`` (if given) as its decoder state.
     """
+    if split_diff(data) is not None:
+        return check_differential(data, slow_seconds, max_rss_mb, state)
     cap = _FuzzCap()
     try:
         result, slowest = _timed(decode, data, slow_seconds=slow_seconds)
@@ -410,6 +600,168 @@ def check_input(data: bytes, slow_seconds: float = SLOW_SECONDS,
                     raise WrongResult(f"tensor {t.name!r}: unexpected dtype {t.values.dtype}")
         if DIFFERENTIAL:
             _compare_threads(data)
+    finally:
+        cap.restore()
+        rss = peak_rss_mb()
+        if rss > max_rss_mb:
+            raise MemoryBlowUp(f"peak RSS {rss:.0f} MB after decoding {len(data)} bytes "
+                               f"(limit {max_rss_mb:.0f} MB)")
+    return slowest
+
+
+# ---------------------------------------------------------------------------- differential check
+
+def state_fingerprint(state) -> tuple:
+    """Everything a CodingState holds, in a comparable form: device id, per tensor its depth,
+    parameter id, levels and significance, and the base arrays (dtype, shape, bytes)."""
+    def arr(a):
+        a = np.asarray(a)
+        return a.dtype.str, a.shape, a.tobytes()
+    return (state.device_id,
+            tuple(sorted((n, int(h.depth), int(h.parameter_id), arr(h.levels), arr(h.significant))
+                         for n, h in state.tensors.items())),
+            tuple(sorted((n, arr(a)) for n, a in state.base.items())))
+
+
+def _describe_change(before: tuple, after: tuple) -> str:
+    out = []
+    if before[0] != after[0]:
+        out.append(f"device_id {before[0]} -> {after[0]}")
+    for part, label in ((1, "history"), (2, "base")):
+        old = {x[0]: x[1:] for x in before[part]}
+        new = {x[0]: x[1:] for x in after[part]}
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                what = "added" if name not in old else "removed" if name not in new else "changed"
+                if part == 1 and what == "changed":
+                    (d0, p0, l0, _), (d1, p1, l1, _) = old[name], new[name]
+                    what += (f" (depth {d0} -> {d1}, parameter id {p0} -> {p1}, levels "
+                             f"{list(l0[1])} -> {list(l1[1])})")
+                elif part == 2 and what == "changed":
+                    what += f" ({list(old[name][0][1])} -> {list(new[name][0][1])})"
+                out.append(f"{label} of {name!r} {what}")
+    return "; ".join(out) or "no difference"
+
+
+# Errors raised while one NDU is decoded carry the prefix "unit N (NDU 'name', byte M): "
+# (codec.decode_stream); of those, the state checks (CodingState.check_device / check_node /
+# check_parent) say one of STATE_MESSAGES, and the rest come from the level decoding.
+NDU_ERROR = re.compile(r"^unit \d+ \(NDU '.*', byte \d+\): ", re.S)
+STATE_MESSAGES = ("update-tree depth", "parameter id", "comes from device",
+                  "elements, the earlier version", "no earlier version", "the base holds",
+                  "the state holds", "this state", "temporal context adaptation",
+                  "incremental decoding of")
+DIFF_OUTCOMES = ("applied", "empty", "deep", "state", "header")
+_last_diff_outcome: tuple[str, bool] | None = None
+
+
+def classify_diff(error: DecodeError | None, before: tuple, after: tuple) -> str:
+    """applied: decoded and at least one NDU advanced the state; empty: decoded, no NDU;
+    deep: DecodeError inside an NDU payload (the level decoder was reached); state: rejected
+    by the state checks; header: any other DecodeError (framing, headers, parameter sets,
+    the element limit, unsupported payload types)."""
+    if error is None:
+        return "applied" if after[1] != before[1] else "empty"
+    message = str(error)
+    match = NDU_ERROR.match(message)
+    if not match:
+        return "header"
+    detail = message[match.end():]
+    if any(m in detail for m in STATE_MESSAGES):
+        return "state"
+    return "header" if "is not supported by the decoder" in detail else "deep"
+
+
+def _diff_decode_once(stream: bytes, state, slow_seconds: float, **kwargs):
+    """nn.decode(stream, state=copy of state); returns (result, error, the copy, seconds).
+    A call slower than ``slow_seconds`` is repeated on a fresh copy and fails if slow again."""
+    from nnc_core import nn as nnc_nn
+    times = []
+    for attempt in range(2):
+        work = state.copy()
+        start = time.perf_counter()
+        try:
+            result, error = nnc_nn.decode(stream, state=work, **kwargs), None
+        except DecodeError as exc:
+            result, error = None, exc
+        times.append(time.perf_counter() - start)
+        if times[-1] <= slow_seconds:
+            return result, error, work, times[-1]
+    raise SlowDecode(f"nn.decode with a state took {times[0]:.2f} s and {times[1]:.2f} s "
+                     f"(limit {slow_seconds} s)")
+
+
+def _result_bytes(result: dict) -> list:
+    return [(n, v.dtype.str, v.shape, v.tobytes()) for n, v in result.items()]
+
+
+def _check_update(result, state) -> None:
+    """A successful decode returns, for every tensor of the state's base, a finite array of
+    that tensor's shape."""
+    if not isinstance(result, dict):
+        raise WrongResult(f"nn.decode returned {type(result).__name__}, not a dict")
+    if list(result) != list(state.base):
+        raise WrongResult(f"nn.decode returned tensors {sorted(result)[:6]}, the state's base "
+                          f"holds {sorted(state.base)[:6]}")
+    for name, value in result.items():
+        if not isinstance(value, np.ndarray):
+            raise WrongResult(f"tensor {name!r}: {type(value).__name__}, not a numpy array")
+        if value.shape != state.base[name].shape:
+            raise WrongResult(f"tensor {name!r}: update of shape {value.shape}, the base has "
+                              f"{state.base[name].shape}")
+        if value.dtype not in (np.float32, np.float64, np.int32):
+            raise WrongResult(f"tensor {name!r}: unexpected dtype {value.dtype}")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise WrongResult(f"tensor {name!r}: {int(np.sum(~np.isfinite(value)))} non-finite "
+                              "values in the decoded update")
+
+
+def check_differential(data: bytes, slow_seconds: float = SLOW_SECONDS,
+                       max_rss_mb: float = MAX_RSS_MB, state=None) -> float:
+    """Decode a differential input against its state; returns the slowest call's time.
+
+    ``nnc_core.nn.decode(stream, state=copy)`` must return or raise DecodeError. After a
+    DecodeError the copy must equal the state exactly (the decoder is transactional); after a
+    return the update must be finite and shaped like the base. A second decode with a fresh
+    copy must give the same outcome, the same values and the same new state (determinism;
+    with NNC_FUZZ_DIFFERENTIAL=1 the second decode uses threads=1). ``state`` replaces the
+    one the selector and tweak bytes choose.
+    """
+    global _last_diff_outcome
+    _last_diff_outcome = None
+    selector, tweak, stream = split_diff(data)
+    if state is None:
+        state = diff_state(selector, tweak)
+    before = state_fingerprint(state)
+    cap = _FuzzCap()
+    try:
+        result, error, work, slowest = _diff_decode_once(stream, state, slow_seconds)
+        after = state_fingerprint(work)
+        if error is not None:
+            if not str(error):
+                raise WrongResult("DecodeError without a message") from error
+            if after != before:
+                raise WrongResult(f"the state changed although decoding failed "
+                                  f"({_describe_change(before, after)}); error: {error}")
+        else:
+            _check_update(result, work)
+        if state_fingerprint(state) != before:
+            raise WrongResult("decoding a copy changed the original state")
+        kwargs = {"threads": 1} if DIFFERENTIAL else {}
+        result2, error2, work2, elapsed = _diff_decode_once(stream, state, slow_seconds, **kwargs)
+        slowest = max(slowest, elapsed)
+        if (error is None) != (error2 is None):
+            raise WrongResult("a second decode of the same input with the same state "
+                              f"{'failed' if error2 is not None else 'succeeded'}: "
+                              f"{error or error2}")
+        if error is None and (_result_bytes(result) != _result_bytes(result2)
+                              or state_fingerprint(work2) != after):
+            raise WrongResult("a second decode of the same input with the same state gave "
+                              "other values or another new state")
+        outcome = classify_diff(error, before, after)
+        _last_diff_outcome = (outcome, bool(state.tensors))
+        _feedback("diff", outcome, bool(state.tensors), TWEAKS[tweak & 15],
+                  _DIGITS.sub("#", str(error).split("): ", 1)[-1])[:60] if error else "")
     finally:
         cap.restore()
         rss = peak_rss_mb()
@@ -518,7 +870,7 @@ def byte_mutate(data: bytes, max_size: int, rng: random.Random) -> bytes:
         elif op == 7 and n:                                # truncate
             del out[rng.randrange(n):]
         elif op == 8:                                      # copy a chunk of a seed
-            src = rng.choice(seeds())[1]
+            src = rng.choice(_donor_seeds())[1]
             p = rng.randrange(len(src))
             chunk = src[p:p + rng.randrange(1, 32)]
             q = rng.randrange(n + 1)
@@ -568,7 +920,7 @@ def _mutate_payload(data, units, rng, base_mutate, max_size):
             payload += bytes(rng.choice((0, 0xFF, rng.randrange(256)))
                              for _ in range(rng.randrange(1, 9)))
     elif choice == 3:                            # payload of another NDU
-        donor = parsed_units(rng.choice(seeds())[1]) or []
+        donor = parsed_units(rng.choice(_donor_seeds())[1]) or []
         other = [x for x in donor if x.type == bs.UnitType.NDU]
         if other:
             payload = bytes(rng.choice(other).payload)
@@ -754,7 +1106,7 @@ def _edit_framing(data, rng):
 def _splice(data, rng, other: bytes | None = None):
     """Unit-level splicing: insert, drop, duplicate, reorder or borrow whole units."""
     raw, tail = split_units(data)
-    donor = split_units(other if other is not None else rng.choice(seeds())[1])[0]
+    donor = split_units(other if other is not None else rng.choice(_donor_seeds())[1])[0]
     choice = rng.randrange(5)
     if choice == 0 and donor:                       # replace a unit by one of the donor
         if raw:
@@ -788,14 +1140,14 @@ def structured_mutate(data: bytes, max_size: int, rng: random.Random, base_mutat
     r = rng.random()
     out = None
     if rng.random() < 0.1:        # libFuzzer keeps only seeds with new Python coverage: use all
-        data = rng.choice(seeds())[1]
+        data = rng.choice(_donor_seeds())[1]
     try:
         if r < 0.25:
             out = base_mutate(data, max_size)
         else:
             units = parsed_units(data) if data else None
             if not units and r < 0.85:
-                data = rng.choice(seeds())[1]       # nothing parsable left: restart from a seed
+                data = rng.choice(_donor_seeds())[1]   # nothing parsable left: restart from a seed
                 units = parsed_units(data)
             if r < 0.55:
                 out = _mutate_payload(data, units, rng, base_mutate, max_size)
@@ -816,6 +1168,213 @@ def structured_mutate(data: bytes, max_size: int, rng: random.Random, base_mutat
     return bytes(out[:max_size])
 
 
+# ---------------------------------------------------------------------------- differential mutation
+
+def _unit_pieces(stream: bytes):
+    """(parsed units, their bytes, the bytes after the last parsable unit) or None."""
+    units = parsed_units(stream) if stream else None
+    if not units:
+        return None
+    pieces = [stream[u.offset:u.offset + u.size] for u in units]
+    end = units[-1].offset + units[-1].size
+    return units, pieces, stream[end:]
+
+
+def _tree_header_edit(stream: bytes, units, rng) -> bytes | None:
+    """Re-encode one NDU header with edited update-tree fields (depth, parameter id, device,
+    node id / parent flags, parent id type, TCA flag) or another tensor's name, same payload."""
+    ndus = _ndu_indices(units)
+    if not ndus:
+        return None
+    i = rng.choice(ndus)
+    u = units[i]
+    h = copy.deepcopy(u.content)
+    mps = u.mps or bs.ModelParameterSet()
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        field = rng.randrange(10)
+        if field <= 1:
+            d = h.put_node_depth
+            h.put_node_depth = max(0, rng.choice((d + 1, d - 1, d + 2, d - 2, 0, 1, 2,
+                                                  rng.randrange(16), 2**20, 2**31 - 1)))
+        elif field == 2:
+            p = h.parameter_id
+            h.parameter_id = max(0, rng.choice((p + 1, p - 1, 0, rng.randrange(8), 2**20)))
+        elif field == 3:
+            h.device_id = rng.choice((0, 1, 2, 3, 4, 7, h.device_id + 1, 2**31 - 1))
+            h.node_id_present = True
+        elif field == 4:
+            h.node_id_present = not h.node_id_present
+        elif field == 5:
+            h.parent_node_id_present = not h.parent_node_id_present
+        elif field == 6:
+            h.temporal_context_modeling = not h.temporal_context_modeling
+            h.parent_node_id_present = h.parent_node_id_present or rng.random() < 0.7
+        elif field == 7:
+            h.parent_node_id_type = rng.choice((0, 0, 1, 2))
+            h.parent_node_payload_hash = bytes(rng.randrange(256) for _ in range(
+                bs.ndu.PARENT_HASH_BITS.get(h.parent_node_id_type, 0) // 8)) or None
+            h.parent_device_id = rng.choice((0, 1, 2, 7, h.device_id))
+        elif field == 8:                          # another tensor's name (element count)
+            names = [x.content.names[0] for x in units
+                     if x.type == bs.UnitType.NDU and x.content.names]
+            names += ["conv1.weight", "conv1.bias", "fc.weight", "fc.bias", "steps", "new"]
+            h.names = [rng.choice(names)]
+        else:                                     # dims: same count reshaped, or another count
+            h.dims = _random_dims(rng, tuple(h.dims)) if rng.random() < 0.3 else \
+                _random_dims_small(rng, tuple(h.dims))
+    if h.parent_node_id_present and not mps.parent_signalling_enabled:
+        mps_i = next((j for j, x in enumerate(units) if x.type == bs.UnitType.MPS), None)
+        if mps_i is None or units[mps_i].offset > u.offset:
+            return None
+        mps = copy.deepcopy(mps)
+        mps.parent_signalling_enabled = True
+        stream = _rebuild(stream, units, mps_i, bs.encode_mps(mps, units[mps_i].profile or 1))
+        units = parsed_units(stream)
+        if not units or i >= len(units):
+            return None
+        u = units[i]
+    if len(h.dims) > 1 and h.scan_order:
+        count = bs.header_entry_point_count(h.dims, h.scan_order)
+        if count > 4096:
+            h.scan_order, count = 0, 0
+        h.entry_points = (list(h.entry_points) + [bs.EntryPoint(0, 0, 0)] * count)[:count]
+    else:
+        h.entry_points = []
+    new = bs.encode_ndu(h, bytes(u.payload), mps, u.profile if u.profile is not None else 1)
+    return _rebuild(stream, units, i, new)
+
+
+def matching_states(stream: bytes) -> list[int]:
+    """Selectors of the states that the first NDU of ``stream`` continues (device and depth)."""
+    units = parsed_units(stream) if stream else None
+    first = next((u.content for u in units or () if u.type == bs.UnitType.NDU), None)
+    if first is None or not first.names:
+        return []
+    out = []
+    for index, (_, state) in enumerate(diff_states()):
+        if first.node_id_present and state.device_id not in (None, first.device_id):
+            continue
+        if first.put_node_depth == state.next_depth(first.names[0]):
+            out.append(index)
+    return out
+
+
+def _random_dims_small(rng, old: tuple) -> tuple:
+    """Dims near the old ones: the same count reshaped, or one dimension off by a little."""
+    dims = list(old) or [1]
+    n = math.prod(dims)
+    if rng.random() < 0.5 and n > 1:
+        divisors = [d for d in range(1, min(n, 4096) + 1) if n % d == 0]
+        d = rng.choice(divisors)
+        return (d, n // d) if rng.random() < 0.7 else (n,)
+    k = rng.randrange(len(dims))
+    dims[k] = max(0, dims[k] + rng.choice((-2, -1, 1, 2)))
+    return tuple(dims)
+
+
+def _mutate_update_tree(stream: bytes, rng, base_mutate, max_size: int) -> bytes | None:
+    """Mutations aimed at the parameter update tree and the sequence of NDUs of one update."""
+    parts = _unit_pieces(stream)
+    if parts is None:
+        return None
+    units, pieces, tail = parts
+    ndus = _ndu_indices(units)
+    choice = rng.randrange(10)
+    if choice <= 3:
+        return _tree_header_edit(stream, units, rng)
+    if choice == 4 and ndus:                           # drop an NDU (or all of them)
+        drop = set(ndus) if rng.random() < 0.1 else {rng.choice(ndus)}
+        return b"".join(p for j, p in enumerate(pieces) if j not in drop) + tail
+    if choice == 5 and ndus:                           # duplicate an NDU
+        k = rng.choice(ndus)
+        pieces.insert(rng.choice((k + 1, len(pieces), rng.randrange(len(pieces) + 1))),
+                      pieces[k])
+        return b"".join(pieces) + tail
+    if choice == 6 and len(ndus) >= 2:                 # reorder NDUs
+        if rng.random() < 0.5:
+            a, b = rng.sample(ndus, 2)
+            pieces[a], pieces[b] = pieces[b], pieces[a]
+        else:
+            order = ndus[:]
+            rng.shuffle(order)
+            ndu_pieces = [pieces[j] for j in order]
+            for j in ndus:
+                pieces[j] = ndu_pieces.pop()
+        return b"".join(pieces) + tail
+    if choice == 7:                                    # an NDU of another update
+        donor_stream = rng.choice(_diff_material()["donors"])[1]
+        others = [x for x in parsed_units(donor_stream) or [] if x.type == bs.UnitType.NDU]
+        if not others:
+            return None
+        k = rng.choice(ndus) if ndus else None
+        mine = units[k] if ndus else None
+        same = [x for x in others if mine is not None and x.content.names == mine.content.names]
+        unit = rng.choice(same if same and rng.random() < 0.7 else others)
+        piece = donor_stream[unit.offset:unit.offset + unit.size]
+        if ndus and rng.random() < 0.6:
+            pieces[k] = piece
+        else:
+            pieces.insert(rng.randrange(1, len(pieces) + 1), piece)
+        return b"".join(pieces) + tail
+    if choice == 8:                                    # truncate
+        r = rng.random()
+        if r < 0.4 and len(pieces) > 1:                # at a unit boundary
+            return b"".join(pieces[:rng.randrange(1, len(pieces))])
+        if r < 0.8 and ndus:                           # inside an NDU
+            k = rng.choice(ndus)
+            cut = rng.randrange(1, len(pieces[k]))
+            return b"".join(pieces[:k]) + pieces[k][:cut]
+        return stream[:rng.randrange(len(stream))]
+    if ndus:                                           # bit flips in one payload
+        u = units[rng.choice(ndus)]
+        payload = bytearray(u.payload)
+        if not payload:
+            return None
+        for _ in range(rng.choice((1, 1, 2, 3, 8))):
+            pos = rng.randrange(8 * len(payload))
+            payload[pos >> 3] ^= 0x80 >> (pos & 7)
+        start = u.offset + u.header_size
+        return stream[:start] + bytes(payload) + stream[start + len(payload):]
+    return None
+
+
+def diff_mutate(data: bytes, max_size: int, rng: random.Random, base_mutate) -> bytes:
+    """One mutation of a differential input: another state (selector) or tweak, an update-tree
+    mutation of the stream, or one of the plain mutations with differential donor streams."""
+    global _DONORS
+    parts = split_diff(data)
+    if parts is None:
+        selector, tweak, stream = 0, 0, data
+    else:
+        selector, tweak, stream = parts
+    room = max(0, max_size - DIFF_PREFIX)
+    r = rng.random()
+    if r < 0.06:
+        matching = matching_states(stream) if rng.random() < 0.5 else []
+        selector = rng.choice(matching) if matching else rng.randrange(len(diff_states()))
+    elif r < 0.10:
+        tweak = rng.randrange(256) if rng.random() < 0.7 else 0
+    if r >= 0.10 or rng.random() < 0.5:
+        out = None
+        if rng.random() < 0.45:
+            try:
+                out = _mutate_update_tree(stream, rng, base_mutate, room)
+            except Exception:                          # the mutator must never stop the run
+                out = None
+        if out is None:
+            _DONORS = _diff_material()["donors"] if rng.random() < 0.8 else None
+            try:
+                out = structured_mutate(stream, room, rng, base_mutate)
+            finally:
+                _DONORS = None
+        stream = out
+        if rng.random() < 0.25:                        # a state that the mutant continues
+            matching = matching_states(stream[:room])
+            if matching:
+                selector = rng.choice(matching)
+    return diff_input(selector, tweak, stream[:room])[:max_size]
+
+
 # ============================================================================ atheris engine
 
 def _libfuzzer_argv(argv: list[str]) -> list[str]:
@@ -824,33 +1383,47 @@ def _libfuzzer_argv(argv: list[str]) -> list[str]:
     return argv[:1] + extra + argv[1:]
 
 
-def run_atheris(argv: list[str]) -> None:
+def run_atheris(argv: list[str], target: str = "all") -> None:
     try:
         import atheris
     except ImportError:
         print(ATHERIS_HINT, file=sys.stderr)
         sys.exit(2)
     load_codec(instrument=True)
-    seeds()
+    target_seeds(target)
     _enable_feedback()
-    # an empty corpus directory starts from the seeds
+    # an empty corpus directory starts from the seeds; one without differential seeds gets
+    # them when the target includes differential inputs
     for arg in argv[1:]:
-        if not arg.startswith("-") and os.path.isdir(arg) and not os.listdir(arg):
-            write_corpus(arg)
+        if not arg.startswith("-") and os.path.isdir(arg):
+            names = os.listdir(arg)
+            if not names:
+                write_corpus(arg, target)
+            elif target != "plain" and not any(n.startswith("seed-diff_") for n in names):
+                write_corpus(arg, "differential")
+    differential_only = target == "differential"
 
     def test_one_input(data: bytes) -> None:
+        if differential_only and split_diff(data) is None:
+            data = diff_input(0, 0, data)
         check_input(data)
 
     def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
+        if split_diff(data) is not None or differential_only:
+            return diff_mutate(data, max_size, rng, atheris.Mutate)
         return structured_mutate(data, max_size, rng, atheris.Mutate)
 
     def custom_crossover(data1: bytes, data2: bytes, max_out_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
+        first, second = split_diff(data1), split_diff(data2)
+        prefix = data1[:DIFF_PREFIX] if first is not None else b""
+        a = first[2] if first is not None else data1
+        b = second[2] if second is not None else data2
         try:
-            out = _splice(data1, rng, data2)
+            out = prefix + _splice(a, rng, b)
         except Exception:
-            out = data1[:len(data1) // 2] + data2[len(data2) // 2:]
+            out = prefix + a[:len(a) // 2] + b[len(b) // 2:]
         return out[:max_out_size]
 
     atheris.Setup(_libfuzzer_argv(argv), test_one_input, custom_mutator=custom_mutator,
@@ -869,10 +1442,18 @@ def failure_signature(exc: BaseException) -> str:
 
 
 def _save(crash_dir: str, kind: str, data: bytes, note: str) -> str:
+    """Writes a failing input, a note and, for a differential input, its decoder state."""
     os.makedirs(crash_dir, exist_ok=True)
     path = os.path.join(crash_dir, f"{kind}-{hashlib.sha1(data).hexdigest()}")
     with open(path, "wb") as f:
         f.write(data)
+    parts = split_diff(data)
+    if parts is not None:
+        try:
+            diff_state(parts[0], parts[1]).save(state_path(path))
+            note += f"\n\ndifferential input: {_describe_diff(data)} (saved: {state_path(path)})\n"
+        except Exception as error:                         # noqa: BLE001 - keep the input
+            note += f"\n\n(the decoder state could not be saved: {error!r})\n"
     with open(path + ".txt", "w") as f:
         f.write(note)
     return path
@@ -903,22 +1484,32 @@ class _Watchdog(threading.Thread):
 def pure_fuzz(runs: int = 100_000, seed: int = 0, corpus: str | None = None,
               crash_dir: str | None = None, timeout: float = 10.0, max_len: int = DEFAULT_MAX_LEN,
               slow_seconds: float = SLOW_SECONDS, max_rss_mb: float = MAX_RSS_MB,
-              progress: bool = False, watchdog: bool = True, pool_limit: int = 4096) -> dict:
+              progress: bool = False, watchdog: bool = True, pool_limit: int = 4096,
+              target: str = "plain", tag: str = "") -> dict:
     """Random structure-aware mutation without coverage feedback.
 
     Keeps a pool of seeds plus mutants that decoded without error or failed deep inside the
-    payload (a crude stand-in for coverage). Returns statistics and the failures found as
-    ``{"runs", "failures": [(signature, path or None, traceback)], "max_seconds", ...}``.
+    payload (a crude stand-in for coverage); differential inputs have their own pool, used for
+    a DIFF_SHARE of the inputs with ``target="all"`` and for all of them with "differential".
+    Returns statistics and the failures found as ``{"runs", "failures": [(signature, path or
+    None, traceback)], "max_seconds", "diff": {outcome: count}, "diff_primed": {...}, ...}``.
     """
     load_codec()
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     rng = random.Random(seed)
-    pool = [data for _, data in seeds()]
+    pools = {"plain": [data for _, data in seeds()] if target != "differential" else [],
+             "diff": [data for _, data in diff_seeds()] if target != "plain" else []}
+    fixed = {k: len(v) for k, v in pools.items()}
     if corpus and os.path.isdir(corpus):
         for name in sorted(os.listdir(corpus)):
             path = os.path.join(corpus, name)
             if os.path.isfile(path) and os.path.getsize(path) <= max_len:
                 with open(path, "rb") as f:
-                    pool.append(f.read())
+                    data = f.read()
+                kind = "diff" if split_diff(data) is not None else "plain"
+                if target in ("all", "differential" if kind == "diff" else "plain"):
+                    pools[kind].append(data)
     dog = None
     if watchdog and crash_dir:
         dog = _Watchdog(timeout, crash_dir)
@@ -929,25 +1520,38 @@ def pure_fuzz(runs: int = 100_000, seed: int = 0, corpus: str | None = None,
         return byte_mutate(d, m, rng)
 
     failures, signatures = [], set()
-    stats = {"runs": 0, "decoded": 0, "deep": 0, "max_seconds": 0.0, "slowest": b""}
+    stats = {"runs": 0, "decoded": 0, "deep": 0, "max_seconds": 0.0, "slowest": b"",
+             "diff_runs": 0, "diff": dict.fromkeys(DIFF_OUTCOMES, 0),
+             "diff_primed": dict.fromkeys(DIFF_OUTCOMES, 0)}
     started = time.monotonic()
     for i in range(runs):
+        kind = {"plain": "plain", "differential": "diff"}.get(target) or \
+            ("diff" if rng.random() < DIFF_SHARE else "plain")
+        pool = pools[kind]
         data = rng.choice(pool)
+        mutate = diff_mutate if kind == "diff" else structured_mutate
         for _ in range(rng.choice((1, 1, 1, 2, 3))):
-            data = structured_mutate(data, max_len, rng, base)
+            data = mutate(data, max_len, rng, base)
         if dog:
             dog.started, dog.current = time.monotonic(), data
         try:
             elapsed = check_input(data, slow_seconds, max_rss_mb)
             if elapsed > stats["max_seconds"]:
                 stats["max_seconds"], stats["slowest"] = elapsed, data
-            outcome = _classify(data)
+            if kind == "diff":
+                outcome, primed = _last_diff_outcome
+                stats["diff_runs"] += 1
+                stats["diff"][outcome] += 1
+                stats["diff_primed"][outcome] += primed
+                outcome = {"applied": "decoded", "deep": "deep"}.get(outcome)
+            else:
+                outcome = _classify(data)
             if outcome:
                 stats[outcome] += 1
                 if len(pool) < pool_limit:
                     pool.append(data)
                 else:
-                    pool[rng.randrange(len(seeds()), pool_limit)] = data
+                    pool[rng.randrange(fixed[kind], pool_limit)] = data
         except Exception as exc:                            # noqa: BLE001 - all are findings
             sig = failure_signature(exc)
             tb = "".join(traceback.format_exception(exc))
@@ -956,7 +1560,7 @@ def pure_fuzz(runs: int = 100_000, seed: int = 0, corpus: str | None = None,
                 signatures.add(sig)
                 if crash_dir:
                     path = _save(crash_dir, "crash", data, f"{sig}\n\n{tb}")
-                print(f"\nFAILURE #{len(signatures)} at input {i}: {sig}"
+                print(f"\n{tag}FAILURE #{len(signatures)} at input {i}: {sig}"
                       + (f" (saved to {path})" if path else "") + f"\n{tb}",
                       file=sys.stderr, flush=True)
             failures.append((sig, path, tb))
@@ -969,12 +1573,18 @@ def pure_fuzz(runs: int = 100_000, seed: int = 0, corpus: str | None = None,
         stats["runs"] = i + 1
         if progress and (i + 1) % 10000 == 0:
             rate = (i + 1) / (time.monotonic() - started)
-            print(f"#{i + 1} inputs, {len(signatures)} distinct failures, {rate:.0f} inputs/s, "
-                  f"pool {len(pool)}, decoded {stats['decoded']}, deep {stats['deep']}, "
-                  f"peak RSS {peak_rss_mb():.0f} MB", flush=True)
+            print(f"{tag}#{i + 1} inputs, {len(signatures)} distinct failures, "
+                  f"{rate:.0f} inputs/s, "
+                  f"pool {len(pools['plain'])}+{len(pools['diff'])}, decoded {stats['decoded']}, "
+                  f"deep {stats['deep']}, differential {stats['diff_runs']} "
+                  f"{_format_outcomes(stats['diff'])}, peak RSS {peak_rss_mb():.0f} MB", flush=True)
     stats["failures"] = failures
     stats["seconds"] = time.monotonic() - started
     return stats
+
+
+def _format_outcomes(counts: dict) -> str:
+    return "(" + ", ".join(f"{k} {counts.get(k, 0)}" for k in DIFF_OUTCOMES) + ")"
 
 
 def _classify(data: bytes) -> str | None:
@@ -994,6 +1604,43 @@ def _classify(data: bytes) -> str | None:
     return None
 
 
+def parallel_fuzz(workers: int, runs: int, seed: int, argv_extra: list[str]) -> dict:
+    """Runs ``workers`` pure-Python fuzzing processes (seeds ``seed``, ``seed + 1``, ...) that
+    share the runs, and adds up their statistics."""
+    import subprocess
+    import tempfile
+    procs, summaries = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(workers):
+            summary = os.path.join(tmp, f"worker{k}.json")
+            share = runs // workers + (1 if k < runs % workers else 0)
+            cmd = [sys.executable, os.path.abspath(__file__), "--no-atheris", "--runs", str(share),
+                   "--seed", str(seed + k), "--summary-json", summary, "--worker-tag", f"[w{k}] ",
+                   *argv_extra]
+            procs.append(subprocess.Popen(cmd))
+            summaries.append(summary)
+        codes = [p.wait() for p in procs]
+        parts = []
+        for k, (code, summary) in enumerate(zip(codes, summaries)):
+            try:
+                with open(summary) as f:
+                    parts.append(json.load(f))
+            except (OSError, ValueError):
+                parts.append({"runs": 0, "failures": [[f"worker {k} exited with {code}", None,
+                                                       ""]], "seconds": 0, "max_seconds": 0,
+                              "peak_rss_mb": 0})
+    total = {"runs": sum(p["runs"] for p in parts), "workers": workers,
+             "failures": [tuple(f) for p in parts for f in p["failures"]],
+             "seconds": max(p["seconds"] for p in parts),
+             "max_seconds": max(p["max_seconds"] for p in parts),
+             "peak_rss_mb": max(p["peak_rss_mb"] for p in parts)}
+    for key in ("decoded", "deep", "diff_runs"):
+        total[key] = sum(p.get(key, 0) for p in parts)
+    for key in ("diff", "diff_primed"):
+        total[key] = {o: sum(p.get(key, {}).get(o, 0) for p in parts) for o in DIFF_OUTCOMES}
+    return total
+
+
 # ============================================================================ reproduce / minimize
 
 def reproduce(paths: list[str]) -> int:
@@ -1010,11 +1657,27 @@ def reproduce(paths: list[str]) -> int:
     for path in paths:
         with open(path, "rb") as f:
             data = f.read()
+        state = load_state_for(path, data)
         start = time.perf_counter()
         try:
-            elapsed = check_input(data)
+            elapsed = check_input(data, state=state)
             print(f"{path}: OK ({len(data)} bytes, {elapsed * 1000:.1f} ms, "
                   f"peak RSS {peak_rss_mb():.0f} MB)")
+            if split_diff(data) is not None:
+                print(f"  differential input: {_describe_diff(data, state)}; outcome "
+                      f"{_last_diff_outcome[0]}")
+                from nnc_core import nn as nnc_nn
+                selector, tweak, stream = split_diff(data)
+                work = (state or diff_state(selector, tweak)).copy()
+                cap = _FuzzCap()
+                try:
+                    update = nnc_nn.decode(stream, state=work)
+                    print(f"  nn.decode returned an update of {len(update)} tensors")
+                except DecodeError as error:
+                    print(f"  DecodeError: {error}")
+                finally:
+                    cap.restore()
+                continue
             cap = _FuzzCap()
             try:
                 decode(data)
@@ -1031,22 +1694,64 @@ def reproduce(paths: list[str]) -> int:
     return 1 if bad else 0
 
 
-def _signature_of(data: bytes) -> str | None:
+def state_path(path: str) -> str:
+    """Where the decoder state of a differential input is kept (CodingState.save)."""
+    return path + ".state.npz"
+
+
+def load_state_for(path: str, data: bytes):
+    """The saved state next to a differential input, or None (the selector byte decides)."""
+    if split_diff(data) is None or not os.path.exists(state_path(path)):
+        return None
+    return CodingState.load(state_path(path))
+
+
+def _describe_diff(data: bytes, state=None) -> str:
+    selector, tweak, stream = split_diff(data)
+    if state is not None:
+        where = "state from the .state.npz file"
+    else:
+        labels = diff_states()
+        where = (f"state {selector % len(labels)} ({labels[selector % len(labels)][0]}), "
+                 f"tweak {TWEAKS[tweak & 15]!r}")
+    return f"{where}, stream of {len(stream)} bytes"
+
+
+def _signature_of(data: bytes, state=None) -> str | None:
     try:
-        check_input(data)
+        check_input(data, state=state)
     except Exception as exc:                                # noqa: BLE001
         return failure_signature(exc)
     return None
 
 
-def minimize(data: bytes, keep=None) -> bytes:
-    """Delta debugging: drop byte ranges and zero bytes while the failure signature stays."""
+def minimize(data: bytes, keep=None, state=None) -> bytes:
+    """Delta debugging: drop byte ranges and zero bytes while the failure signature stays.
+    A differential input keeps its 6-byte prefix (and ``state``, if given, stays its state)."""
     load_codec()
     primed_states()
-    target = _signature_of(data)
+    target = _signature_of(data, state)
     if target is None:
         raise SystemExit("the input does not fail; nothing to minimize")
-    keep = keep or (lambda d: _signature_of(d) == target)
+    if split_diff(data) is not None:
+        prefix, data = data[:DIFF_PREFIX], data[DIFF_PREFIX:]
+        inner = keep or (lambda d: _signature_of(d, state) == target)
+        return prefix + minimize_bytes(data, lambda d: inner(prefix + d))
+    return minimize_bytes(data, keep or (lambda d: _signature_of(d) == target))
+
+
+def minimize_bytes(data: bytes, keep) -> bytes:
+    """Drop whole units (byte ranges rarely line up with the unit framing), then byte ranges,
+    then zero the remaining bytes, as long as ``keep`` holds."""
+    raw, tail = split_units(data)
+    i = 0
+    while len(raw) > 1 and i < len(raw):
+        candidate = join_units(raw[:i] + raw[i + 1:], tail)
+        if keep(candidate):
+            raw = raw[:i] + raw[i + 1:]
+            data = candidate
+        else:
+            i += 1
     chunk = max(1, len(data) // 2)
     while chunk >= 1:
         i, changed = 0, False
@@ -1181,6 +1886,12 @@ def main(argv: list[str]) -> int:
                         help="where failing inputs go (pure-Python mode)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per input")
     parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN)
+    parser.add_argument("--target", choices=TARGETS, default="all",
+                        help="inputs to fuzz: plain streams, differential streams decoded against "
+                             "a decoder state, or both (default; %d %%%% differential)"
+                             % round(100 * DIFF_SHARE))
+    parser.add_argument("--workers", type=int, default=1,
+                        help="pure-Python mode: processes sharing --runs (seeds --seed, +1, ...)")
     parser.add_argument("--write-corpus", metavar="DIR", help="write the seed corpus and exit")
     parser.add_argument("--reproduce", nargs="+", metavar="FILE", help="run inputs once")
     parser.add_argument("--minimize", metavar="FILE", help="shrink a failing input")
@@ -1191,6 +1902,9 @@ def main(argv: list[str]) -> int:
     # internal: the child process of --probe-large-dims
     parser.add_argument("--probe-case", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--as-limit-mb", type=int, help=argparse.SUPPRESS)
+    # internal: the worker processes of --workers
+    parser.add_argument("--summary-json", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-tag", default="", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv[1:])
 
     if args.probe_case:
@@ -1202,7 +1916,7 @@ def main(argv: list[str]) -> int:
 
     if args.write_corpus:
         load_codec()
-        print(f"wrote {write_corpus(args.write_corpus)} seeds to {args.write_corpus}")
+        print(f"wrote {write_corpus(args.write_corpus, args.target)} seeds to {args.write_corpus}")
         return 0
     if args.reproduce:
         return reproduce(args.reproduce)
@@ -1212,26 +1926,50 @@ def main(argv: list[str]) -> int:
     if args.minimize:
         with open(args.minimize, "rb") as f:
             data = f.read()
-        small = minimize(data)
+        load_codec()
+        state = load_state_for(args.minimize, data)
+        small = minimize(data, state=state)
         out = args.output or args.minimize + ".min"
         with open(out, "wb") as f:
             f.write(small)
-        print(f"{len(data)} -> {len(small)} bytes: {out} ({_signature_of(small)})")
+        if split_diff(small) is not None:
+            (state or diff_state(*split_diff(small)[:2])).save(state_path(out))
+        print(f"{len(data)} -> {len(small)} bytes: {out} ({_signature_of(small, state)})")
         return 0
     if args.no_atheris:
         for a in rest:                                      # accept -runs=N as well
             if a.startswith("-runs="):
                 args.runs = int(a.split("=", 1)[1])
-        stats = pure_fuzz(args.runs, args.seed, args.corpus, args.crash_dir, args.timeout,
-                          args.max_len, progress=True)
+        if args.workers > 1:
+            extra = ["--target", args.target, "--crash-dir", args.crash_dir, "--timeout",
+                     str(args.timeout), "--max-len", str(args.max_len)]
+            extra += ["--corpus", args.corpus] if args.corpus else []
+            stats = parallel_fuzz(args.workers, args.runs, args.seed, extra)
+            engine = f"pure-Python mutator, {args.workers} workers"
+            peak = stats["peak_rss_mb"]
+        else:
+            stats = pure_fuzz(args.runs, args.seed, args.corpus, args.crash_dir, args.timeout,
+                              args.max_len, progress=True, target=args.target,
+                              tag=args.worker_tag)
+            engine, peak = "pure-Python mutator", peak_rss_mb()
+            if args.summary_json:
+                summary = {k: v for k, v in stats.items() if k != "slowest"}
+                summary["peak_rss_mb"] = peak
+                with open(args.summary_json, "w") as f:
+                    json.dump(summary, f)
         distinct = sorted({sig for sig, _, _ in stats["failures"]})
-        print(f"Done {stats['runs']} runs in {stats['seconds']:.0f} s (pure-Python mutator); "
-              f"{len(stats['failures'])} failing inputs, {len(distinct)} distinct failures; "
-              f"slowest input {stats['max_seconds'] * 1000:.1f} ms; peak RSS {peak_rss_mb():.0f} MB")
+        print(f"{args.worker_tag}Done {stats['runs']} runs in {stats['seconds']:.0f} s ({engine}, "
+              f"target {args.target}); {len(stats['failures'])} failing inputs, "
+              f"{len(distinct)} distinct failures; slowest input "
+              f"{stats['max_seconds'] * 1000:.1f} ms; peak RSS {peak:.0f} MB")
+        if stats["diff_runs"]:
+            print(f"{args.worker_tag}differential inputs {stats['diff_runs']}: "
+                  f"{_format_outcomes(stats['diff'])}; with a primed state "
+                  f"{_format_outcomes(stats['diff_primed'])}")
         for sig in distinct:
-            print(f"  {sig}")
+            print(f"{args.worker_tag}  {sig}")
         return 1 if stats["failures"] else 0
-    run_atheris([argv[0]] + rest)
+    run_atheris([argv[0]] + rest, args.target)
     return 0
 
 

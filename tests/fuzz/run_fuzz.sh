@@ -7,7 +7,9 @@
 # CORPUS_DIR (default: $TMPDIR/nnc_fuzz_corpus) is filled with the seed corpus when empty;
 # atheris adds the inputs it finds interesting to it. Failing inputs go to ARTIFACTS
 # (default: $TMPDIR/nnc_fuzz_artifacts/). Prints the number of inputs run and every failure;
-# exits 0 when there was none, 1 otherwise, 2 on usage errors.
+# exits 0 when there was none, 1 otherwise, 2 on usage errors. After --, e.g.
+# "-- --target differential" fuzzes only differential streams decoded against a decoder
+# state, and (with --no-atheris) "-- --workers 2" runs two processes.
 set -u -o pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,7 +24,7 @@ extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-atheris) engine=python ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *)
             if [[ "$1" =~ ^[0-9]+$ ]]; then runs="$1"
