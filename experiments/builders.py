@@ -7,6 +7,7 @@ instead of tracebacks.
 """
 from __future__ import annotations
 
+import argparse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +36,14 @@ def setup_errors(what: str):
         yield
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         raise SystemExit(f"error: {what}: {error}") from error
+
+
+def experiment_parser(prog: str | None, description: str, examples: str) -> argparse.ArgumentParser:
+    """The parser of a ``run.py`` pipeline; its epilog lists the registered models and data sets."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=examples +
+                                   f"\nmodels: {', '.join(models.list_models())}; timm/<name>."
+                                   f"\ndatasets: {', '.join(datasets.list_datasets())}.",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def dataset_info(name: str):

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-import datasets
 import models
 from ecqx.composites import CANONIZERS, COMPOSITES, auto_canonizer, make_composite
 from ecqx.quantizer import ModelQuantizer
@@ -28,8 +27,8 @@ from ecqx.size import compressed_bitstream, restore
 from ecqx.train import RelevanceTracker, make_optimizers, train_epoch
 
 from . import report
-from .builders import (SHIPPED_CHECKPOINTS, build_model, file_stem, full_precision_training,
-                       loader, setup_errors, start_run)
+from .builders import (SHIPPED_CHECKPOINTS, build_model, experiment_parser, file_stem,
+                       full_precision_training, loader, setup_errors, start_run)
 from .config import add_run_arguments
 from .engine import EarlyStopping, evaluate, headline
 from .plots import plot_training_curves
@@ -52,10 +51,7 @@ EPOCH_COLUMNS = [("epoch", "epoch", "d"), ("loss", "train loss", ".4f"),
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES +
-                                     f"\nmodels: {', '.join(models.list_models())}; timm/<name>."
-                                     f"\ndatasets: {', '.join(datasets.list_datasets())}.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES)
     ecq = parser.add_argument_group("quantization")
     ecq.add_argument("--bitwidth", type=int, default=4, help="bits per weight: 2^b centroids (default 4)")
     ecq.add_argument("--Lambda", type=float, default=0.05,

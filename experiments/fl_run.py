@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 import datasets
-import models
 from datasets.partition import parse_partition, partition_indices
 from nnc_core.fl import FLOptions, ServerLink
 
-from .builders import build_model, dataset_info, loader, setup_errors, start_run
+from .builders import (build_model, dataset_info, experiment_parser, loader, setup_errors,
+                       start_run)
 from .config import add_run_arguments
 from .engine import evaluate, train_one_epoch
 from .plots import plot_traffic_accuracy
@@ -44,10 +44,7 @@ APP_DIR = Path(__file__).resolve().parent / "flower_app"
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES +
-                                     f"\nmodels: {', '.join(models.list_models())}; timm/<name>."
-                                     f"\ndatasets: {', '.join(datasets.list_datasets())}.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES)
     fed = parser.add_argument_group("federation")
     fed.add_argument("--num_clients", type=int, default=3, help="clients (default 3)")
     fed.add_argument("--epochs", type=int, default=5, help="communication rounds (default 5)")
