@@ -168,7 +168,7 @@ def test_differential_check_catches_a_state_changed_by_a_failure(monkeypatch):
         raise harness.DecodeError("damaged")
     monkeypatch.setattr(nnc_nn, "decode_stream", advances_then_fails)
     with pytest.raises(harness.WrongResult, match="state changed"):
-        harness.check_input(data)
+        harness.check_input(data, max_rss_mb=_rss_limit_mb())
 
     def non_finite(stream, state, **kwargs):
         tensors = real(stream, state, **kwargs)
@@ -176,7 +176,7 @@ def test_differential_check_catches_a_state_changed_by_a_failure(monkeypatch):
         return tensors
     monkeypatch.setattr(nnc_nn, "decode_stream", non_finite)
     with pytest.raises(harness.WrongResult, match="non-finite"):
-        harness.check_input(data)
+        harness.check_input(data, max_rss_mb=_rss_limit_mb())
 
 
 def test_differential_fuzz(tmp_path):
