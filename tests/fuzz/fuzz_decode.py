@@ -601,12 +601,17 @@ def check_input(data: bytes, slow_seconds: float = SLOW_SECONDS,
         if DIFFERENTIAL:
             _compare_threads(data)
     finally:
-        cap.restore()
-        rss = peak_rss_mb()
-        if rss > max_rss_mb:
-            raise MemoryBlowUp(f"peak RSS {rss:.0f} MB after decoding {len(data)} bytes "
-                               f"(limit {max_rss_mb:.0f} MB)")
+        _end_of_check(cap, len(data), max_rss_mb)
     return slowest
+
+
+def _end_of_check(cap, size: int, max_rss_mb: float) -> None:
+    """Restore the element cap; a peak RSS above the limit is a failure."""
+    cap.restore()
+    rss = peak_rss_mb()
+    if rss > max_rss_mb:
+        raise MemoryBlowUp(f"peak RSS {rss:.0f} MB after decoding {size} bytes "
+                           f"(limit {max_rss_mb:.0f} MB)")
 
 
 # ---------------------------------------------------------------------------- differential check
@@ -763,11 +768,7 @@ def check_differential(data: bytes, slow_seconds: float = SLOW_SECONDS,
         _feedback("diff", outcome, bool(state.tensors), TWEAKS[tweak & 15],
                   _DIGITS.sub("#", str(error).split("): ", 1)[-1])[:60] if error else "")
     finally:
-        cap.restore()
-        rss = peak_rss_mb()
-        if rss > max_rss_mb:
-            raise MemoryBlowUp(f"peak RSS {rss:.0f} MB after decoding {len(data)} bytes "
-                               f"(limit {max_rss_mb:.0f} MB)")
+        _end_of_check(cap, len(data), max_rss_mb)
     return slowest
 
 
