@@ -64,7 +64,7 @@ from .options import TensorOptions, resolve_options
 from .tensor import as_numpy, quantize_tensor
 from .tools import fold_batchnorm, optimise_qps, sparsify
 
-__all__ = ["encode", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit",
+__all__ = ["encode", "encode_with_reconstruction", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit",
            "CodingState"]
 
 TOPOLOGY_UNRECOGNISED, TOPOLOGY_PYTORCH = 0, 3
@@ -313,6 +313,15 @@ def encode(model, /, *, state: CodingState | None = None, train_loader=None, dev
     into one NNC bitstream; with ``state``, its difference to the state's base. See the
     module docstring and :func:`encode_model`."""
     return _encode(model, state, train_loader, device, verbose, options).bitstream
+
+
+def encode_with_reconstruction(model, /, *, state: CodingState | None = None, train_loader=None,
+                               device=None, verbose: bool = False,
+                               **options) -> tuple[bytes, dict[str, np.ndarray]]:
+    """Like :func:`encode`, also returning what :func:`decode` gives for the transmitted
+    tensors (local scales applied), without the per-NDU report of :func:`encode_model`."""
+    coded = _encode(model, state, train_loader, device, verbose, options)
+    return coded.bitstream, _reconstruction(coded.units)
 
 
 def encode_model(model, /, *, state: CodingState | None = None, train_loader=None,

@@ -98,9 +98,7 @@ class NNCCodec(UpdateCodec):
         self._nn = nnc_nn
         self.options = dict(options)
         self.differences = self.options.get("compress_differences", True)
-        probe = {"w": np.zeros((2, 2), np.float32)}      # options are checked up front
-        self._nn.encode(probe, state=CodingState() if self.differences else None,
-                        **self._options(full=False))
+        self._nn.resolve_model_options(self._options(full=False))   # checked up front
 
     def _options(self, full: bool) -> dict:
         options = dict(self.options)
@@ -118,17 +116,17 @@ class NNCCodec(UpdateCodec):
 
     def encode(self, target, reference, state=None, full: bool = False):
         if not self.differences:
-            coded = self._nn.encode_model(target, **self._options(full))
-            return coded.bitstream, {k: coded.reconstruction[k].astype(np.float32).reshape(v.shape)
-                                     for k, v in reference.items()}
+            payload, decoded = self._nn.encode_with_reconstruction(target, **self._options(full))
+            return payload, {k: decoded[k].astype(np.float32).reshape(v.shape)
+                             for k, v in reference.items()}
         state.base.clear()      # the difference is taken here, to a reference both ends hold
         delta = target if full else _difference(target, reference)
-        coded = self._nn.encode_model(delta, state=state, **self._options(full))
+        payload, decoded = self._nn.encode_with_reconstruction(delta, state=state,
+                                                                **self._options(full))
         state.base.clear()
         start = _zeros(reference) if full else reference
-        return coded.bitstream, _add(start, {k: coded.reconstruction[k].reshape(v.shape)
-                                             if k in coded.reconstruction else np.zeros_like(v)
-                                             for k, v in reference.items()})
+        return payload, _add(start, {k: decoded[k].reshape(v.shape) if k in decoded
+                                     else np.zeros_like(v) for k, v in reference.items()})
 
     def decode(self, payload, reference, state=None) -> Tensors:
         if not self.differences:

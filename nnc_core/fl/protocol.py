@@ -258,6 +258,7 @@ class ServerLink:
         self.reset: set[int] = set()
         self.traffic = RoundTraffic()
         self.pending: list[tuple[Tensors, float]] = []
+        self.last_error: str | None = None       # why the last failed upload did not decode
 
     @property
     def model_bytes(self) -> int:

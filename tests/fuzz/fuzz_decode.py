@@ -991,15 +991,21 @@ def _random_codebook(rng):
     return bs.Codebook.create(values, rng.randrange(size))
 
 
-def _edit_ndu_fields(data, units, rng, base_mutate, max_size):
-    """Re-encode an NDU header with edited fields and the same payload."""
+def _pick_ndu(units, rng):
+    """(index, unit, a copy of its header to edit, its MPS) of a random NDU, or None."""
     ndus = _ndu_indices(units)
     if not ndus:
         return None
     i = rng.choice(ndus)
-    u = units[i]
-    h = copy.deepcopy(u.content)
-    mps = u.mps or bs.ModelParameterSet()
+    return i, units[i], copy.deepcopy(units[i].content), units[i].mps or bs.ModelParameterSet()
+
+
+def _edit_ndu_fields(data, units, rng, base_mutate, max_size):
+    """Re-encode an NDU header with edited fields and the same payload."""
+    picked = _pick_ndu(units, rng)
+    if picked is None:
+        return None
+    i, u, h, mps = picked
     for _ in range(rng.choice((1, 1, 2, 3))):
         field = rng.randrange(11)
         if field <= 2:
@@ -1184,13 +1190,10 @@ def _unit_pieces(stream: bytes):
 def _tree_header_edit(stream: bytes, units, rng) -> bytes | None:
     """Re-encode one NDU header with edited update-tree fields (depth, parameter id, device,
     node id / parent flags, parent id type, TCA flag) or another tensor's name, same payload."""
-    ndus = _ndu_indices(units)
-    if not ndus:
+    picked = _pick_ndu(units, rng)
+    if picked is None:
         return None
-    i = rng.choice(ndus)
-    u = units[i]
-    h = copy.deepcopy(u.content)
-    mps = u.mps or bs.ModelParameterSet()
+    i, u, h, mps = picked
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
         field = rng.randrange(10)
         if field <= 1:
