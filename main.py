@@ -11,9 +11,12 @@ example/weights/ and evaluates it on the Fashion-MNIST test set:
     python main.py --model resnet50 --dataset imagenet --dataset_path /data/imagenet --use_dq
     python main.py --model timm/mobilenetv3_small_050 --model_rand_int --pre_train_model
     python main.py --model resnet20 --dataset fashion_mnist --pre_train_model --epochs 15 --lr 0.1
+    python main.py --model hf:path/to/llm_folder --qp_sweep -40 -34 --use_dq
 
 Results go to --results: a JSON file, the .nnc bitstream of every qp, the resolved
-args.yaml and, for a sweep, a rate-accuracy plot.
+args.yaml and, for a sweep, a rate-accuracy plot. An hf:<path> checkpoint (a local Hugging
+Face model folder or a .safetensors file) is coded and reported per tensor (bits per weight,
+relative error) without evaluation.
 """
 from __future__ import annotations
 
@@ -30,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog=f"models: {', '.join(models.list_models())}; and any timm model as "
                "timm/<name> (a name of timm.list_models(), e.g. timm/resnet18; pretrained "
-               "weights come from the Hugging Face hub, --model_rand_int needs no download).\n"
+               "weights come from the Hugging Face hub, --model_rand_int needs no download); "
+               "and hf:<path>, a local Hugging Face model folder (config.json and "
+               "*.safetensors, sharded or not) or a .safetensors file, coded and reported per "
+               "tensor without evaluation (nothing is downloaded).\n"
                f"datasets: {', '.join(datasets.list_datasets())}.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -61,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="integer bit depth of the quantized weights (default: none)")
     data = parser.add_argument_group("model and data")
     data.add_argument("--model", default="resnet20",
-                      help="registered model name, or timm/<name> for a timm model (see below)")
+                      help="registered model name, timm/<name> for a timm model, or hf:<path> "
+                           "for a local Hugging Face checkpoint (see below)")
     data.add_argument("--model_path", default=None,
                       help="checkpoint to load (default: the shipped one for the default "
                            "model, else pretrained weights)")

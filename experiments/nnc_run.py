@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.hf import is_hf
 from nnc_core import nn as nnc_nn
 from nnc_core.metrics import bzip2_bytes, entropy_bits, huffman_bits
 
@@ -129,7 +130,12 @@ def save_masks(model, restored, test_loader, info, device, qp: int, out_dir: Pat
 
 
 def run(args) -> dict:
-    """Run the experiment described by ``args`` (see ``main.py --help``); returns the results."""
+    """Run the experiment described by ``args`` (see ``main.py --help``); returns the results.
+    An ``hf:<path>`` checkpoint is coded and measured without evaluation
+    (:mod:`experiments.checkpoint_run`)."""
+    if is_hf(args.model):
+        from .checkpoint_run import run as run_checkpoint
+        return run_checkpoint(args)
     device, info, out_dir, log = start_run(args, project="nnc")
     model, source = build_model(args.model, args.dataset, info, args.model_path,
                                  train_first=args.pre_train_model,

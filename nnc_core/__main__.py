@@ -1,7 +1,11 @@
 """Command line interface: ``python -m nnc_core encode|decode|info`` (installed as ``nnc``).
 
-* ``encode`` codes one tensor (.npy or .pt) into an NNC bitstream (ISO/IEC 15938-17),
-* ``decode`` reconstructs it,
+* ``encode`` codes one tensor (.npy, or .pt holding a tensor) or a whole checkpoint (a state
+  dict in .pt/.pth/.bin, .safetensors, a folder of safetensors shards, .npz) into an NNC
+  bitstream (ISO/IEC 15938-17); checkpoints are read and coded one tensor at a time, with
+  their dtypes and tied names recorded (:mod:`nnc_core.stream_info`),
+* ``decode`` reconstructs it: one tensor to .npy or .pt, a checkpoint to .safetensors, .pt or
+  .npz with its names, shapes and dtypes,
 * ``info`` lists the NNR units of a bitstream with their header fields (format note 3, 4) and the
   QP that starts each CABAC payload (5.2).
 
@@ -18,8 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nnc_core import checkpoints
 from nnc_core.bitstream import (LayerParameterSet, ModelParameterSet, NDUHeader, PayloadType,
                                 Topology, TopologyFormat, Unit, UnitType, parse_stream, read_qp)
+from nnc_core.dtypes import dtype_name
 from nnc_core.errors import DecodeError
 
 PROG = "nnc"
@@ -31,9 +37,18 @@ examples:
   python -m nnc_core encode fc.pt -o fc.nnc --qp -40 --no_dq --scan_order 1
   python -m nnc_core encode emb.npy -o emb.nnc --approx_method codebook
   python -m nnc_core decode weights.nnc -o decoded.npy              # or decoded.pt
+  python -m nnc_core encode model.safetensors -o model.nnc --qp -38 # a checkpoint
+  python -m nnc_core encode llm_folder/ -o llm.nnc                  # sharded safetensors
+  python -m nnc_core encode resnet.pt -o resnet.nnc --opt_qp        # a state dict
+  python -m nnc_core decode model.nnc -o model.safetensors          # or .pt, .npz
   python -m nnc_core info weights.nnc                               # units and header fields
   python -m nnc_core info weights.nnc --json
 """
+
+TENSOR_SUFFIXES = (".npy",)
+CHECKPOINT_SUFFIXES = (".safetensors", ".npz", *checkpoints.TORCH_SUFFIXES)
+INPUTS = ".npy, .pt/.pth/.bin (a tensor or a state dict), .safetensors, .npz or a folder of " \
+         ".safetensors shards"
 
 
 class CliError(Exception):
@@ -43,16 +58,20 @@ class CliError(Exception):
 # -- argument parsing ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Neural Network Coding (ISO/IEC 15938-17) of single tensors.",
+        prog=PROG, description="Neural Network Coding (ISO/IEC 15938-17) of tensors and "
+                               "checkpoints.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     enc = commands.add_parser(
-        "encode", help="code a tensor (.npy or .pt) into an NNC bitstream",
-        description="Code one tensor into an NNC bitstream. Options left out take the codec "
-                    "defaults (those of the reference tensor API).",
+        "encode", help="code a tensor or a checkpoint into an NNC bitstream",
+        description="Code one tensor (the tensor API, nnc_core.tensor) or a checkpoint (the "
+                    "model API, nnc_core.nn: one NDU per tensor, read and coded one at a time, "
+                    "integer tensors losslessly, dtypes and tied names recorded) into an NNC "
+                    "bitstream. Options left out take the codec defaults (those of the "
+                    "reference software).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    enc.add_argument("input", type=Path, help="tensor file: .npy, or .pt holding one torch tensor")
+    enc.add_argument("input", type=Path, help=f"tensor or checkpoint: {INPUTS}")
     enc.add_argument("-o", "--output", type=Path, required=True, help="bitstream file to write")
     # SUPPRESS: options not given are not forwarded, so the codec's own defaults apply.
     keep = argparse.SUPPRESS
@@ -76,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--no_param_opt", dest="param_opt", action="store_false", default=keep,
                      help="do not optimise the context initialisation parameters")
     enc.add_argument("--tensor_id", default=keep, metavar="NAME",
-                     help="tensor name stored in the bitstream (default '0')")
+                     help="name of a single tensor in the bitstream (default '0'; a "
+                          "checkpoint's tensors keep their names)")
     enc.add_argument("--scan_order", type=int, choices=range(5), default=keep,
                      help="0: raster scan; 1-4: 8x8 ... 64x64 block scan with entry points")
     enc.add_argument("--sparsity", type=float, default=keep, metavar="SHARE",
@@ -85,15 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--struct_spars_factor", type=float, default=keep, metavar="GAIN",
                      help="with --sparsity: also zero the output channels whose mean magnitude "
                           "is below GAIN times the mean (default 0.9; 0: off)")
+    model = enc.add_argument_group("checkpoints only (sparsity and opt_qp read the whole "
+                                   "checkpoint before coding)")
+    model.add_argument("--opt_qp", action="store_true", default=keep,
+                       help="a qp per weight tensor from its relative size and spread")
+    for tool, what in (("bnf", "BatchNorm folding"), ("lsa", "local scaling adaptation")):
+        model.add_argument(f"--{tool}", action="store_true", default=keep,
+                           help=f"{what}: needs the torch.nn.Module, which a file does not "
+                                f"hold (use nnc_core.nn.encode(model, {tool}=True)); refused")
 
     dec = commands.add_parser(
-        "decode", help="reconstruct a tensor (or a model's tensors) from an NNC bitstream",
+        "decode", help="reconstruct a tensor or a checkpoint from an NNC bitstream",
         description="Decode an NNC bitstream. One tensor goes to .npy or .pt; the tensors of a "
-                    "model stream (local scales applied) to .pt (a state dict) or .npz.",
+                    "model or checkpoint stream (local scales applied) to .safetensors, .pt "
+                    "(a state dict) or .npz, with the names, shapes and dtypes the stream "
+                    "records (bfloat16 becomes float32 in .npy and .npz, which lack it) and "
+                    "tied names restored.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     dec.add_argument("input", type=Path, help="bitstream file")
     dec.add_argument("-o", "--output", type=Path, required=True,
-                     help="file to write: .npy, .pt (tensor, or state dict of a model) or .npz")
+                     help="file to write: .npy, .pt/.pth/.bin (a tensor, or the state dict of a "
+                          "model), .safetensors or .npz")
 
     info = commands.add_parser(
         "info", help="list the NNR units and header fields of a bitstream",
@@ -112,40 +144,38 @@ def _read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _load_tensor(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise CliError(f"{path}: no such file")
+def _read_input(path: Path) -> np.ndarray | checkpoints.Checkpoint:
+    """One tensor (numpy array) or a checkpoint."""
+    if not path.exists():
+        raise CliError(f"{path}: no such file or folder")
     suffix = path.suffix.lower()
+    if not path.is_dir() and suffix not in TENSOR_SUFFIXES + CHECKPOINT_SUFFIXES:
+        raise CliError(f"{path}: unsupported input format {suffix or '(none)'} (use {INPUTS})")
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
-    if suffix in (".pt", ".pth"):
-        import pickle
-
-        import torch
-
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-            raise CliError(f"{path}: not a loadable torch tensor file ({exc})") from exc
-        if not isinstance(obj, torch.Tensor):
-            raise CliError(f"{path}: expected one torch tensor, found {type(obj).__name__}")
-        tensor = obj.detach().cpu()
-        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
-            tensor = tensor.float()
-        return tensor.numpy()
-    raise CliError(f"{path}: unsupported input format {suffix or '(none)'} (use .npy or .pt)")
+    if suffix in checkpoints.TORCH_SUFFIXES:
+        obj = checkpoints.load_torch(path)
+        if hasattr(obj, "detach"):                       # one torch tensor
+            tensor = obj.detach().cpu()
+            return (tensor.float() if dtype_name(tensor) == "bfloat16" else tensor).numpy()
+        return checkpoints.from_torch(obj, path)
+    return checkpoints.read_checkpoint(path)
 
 
-def _save_tensor(path: Path, array: np.ndarray) -> None:
+def _save_tensor(path: Path, array: np.ndarray, dtype: str) -> str:
+    """Write one tensor; returns the dtype written (bfloat16 becomes float32 in .npy)."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        dtype = "float32" if dtype == "bfloat16" else dtype
         np.save(path, array, allow_pickle=False)
-    elif suffix in (".pt", ".pth"):
+    elif suffix in checkpoints.TORCH_SUFFIXES:
         import torch
 
-        torch.save(torch.from_numpy(np.ascontiguousarray(array)), path)
+        tensor = torch.from_numpy(np.require(array, requirements="C"))
+        torch.save(tensor.to(torch.bfloat16) if dtype == "bfloat16" else tensor, path)
     else:
         raise CliError(f"{path}: unsupported output format {suffix or '(none)'} (use .npy or .pt)")
+    return dtype
 
 
 def _tensor_codec():
@@ -159,12 +189,24 @@ def _tensor_codec():
 # -- commands ------------------------------------------------------------------------------------
 ENCODE_OPTIONS = ("qp", "nonweight_qp", "qp_density", "use_dq", "approx_method", "bitdepth",
                   "row_skipping", "param_opt", "tensor_id", "scan_order", "sparsity",
-                  "struct_spars_factor")
+                  "struct_spars_factor", "opt_qp", "bnf", "lsa")
+MODEL_OPTIONS = ("opt_qp", "bnf", "lsa")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    x = _load_tensor(args.input)
+    source = _read_input(args.input)
     options = {key: getattr(args, key) for key in ENCODE_OPTIONS if hasattr(args, key)}
+    if isinstance(source, np.ndarray):
+        _encode_tensor(source, args, options)
+    else:
+        _encode_checkpoint(source, args, options)
+
+
+def _encode_tensor(x: np.ndarray, args: argparse.Namespace, options: dict) -> None:
+    model_only = [f"--{k}" for k in MODEL_OPTIONS if k in options]
+    if model_only:
+        raise CliError(f"{', '.join(model_only)}: model options, and {args.input} holds one "
+                       "tensor")
     bitstream = _tensor_codec().encode(x, **options)
     args.output.write_bytes(bitstream)
     bits_per_element = 8 * len(bitstream) / max(x.size, 1)
@@ -174,6 +216,40 @@ def cmd_encode(args: argparse.Namespace) -> None:
         print(f"zeros after decoding: {100 * _zero_share(_tensor_codec().decode(bitstream)):.1f} %")
 
 
+def _encode_checkpoint(checkpoint: checkpoints.Checkpoint, args: argparse.Namespace,
+                       options: dict) -> None:
+    if "tensor_id" in options:
+        raise CliError("--tensor_id names the tensor of a tensor file; a checkpoint's tensors "
+                       "keep their names")
+    from nnc_core import nn
+    parts = nn.encode_iter(checkpoint, keep_dtypes=True, **options)
+    size = zeros = weights = 0
+    try:
+        with open(args.output, "wb") as out:       # unit by unit: one tensor in memory
+            for part in parts:
+                out.write(part.data)
+                size += len(part.data)
+                counts = [(v.size, v.size - np.count_nonzero(v)) for v in part.tensors.values()
+                          if np.ndim(v) > 1]
+                weights += sum(c[0] for c in counts)
+                zeros += sum(c[1] for c in counts)
+                del part                           # not kept while the next tensor is coded
+    except BaseException:
+        args.output.unlink(missing_ok=True)        # no half-written stream is left behind
+        raise
+    elements = sum(int(np.prod(s)) for n, s in checkpoint.shapes.items() if n not in checkpoint.ties)
+    kinds = {}
+    for dtype in checkpoint.dtypes.values():
+        kinds[dtype] = kinds.get(dtype, 0) + 1
+    tied = f", {len(checkpoint.ties)} tied names coded once" if checkpoint.ties else ""
+    print(f"{args.input}: {len(checkpoint)} tensors ({', '.join(f'{n} {d}' for d, n in kinds.items())}"
+          f"{tied}), {elements} elements, {checkpoints.checkpoint_bytes(checkpoint)} bytes")
+    print(f"{args.output}: {size} bytes, {8 * size / max(elements, 1):.3f} bits per element")
+    if getattr(args, "sparsity", 0):
+        print(f"zeros after decoding: {100 * zeros / max(weights, 1):.1f} % of the weights "
+              "(2+ dimensions)")
+
+
 def _zero_share(array: np.ndarray) -> float:
     return 1.0 - np.count_nonzero(array) / max(array.size, 1)
 
@@ -181,29 +257,31 @@ def _zero_share(array: np.ndarray) -> float:
 def cmd_decode(args: argparse.Namespace) -> None:
     bitstream = _read_file(args.input)
     suffix = args.output.suffix.lower()
-    if suffix not in (".npy", ".npz", ".pt", ".pth"):
-        raise CliError(f"{args.output}: unsupported output format (use .npy, .npz or .pt)")
+    if suffix not in (".npy", *CHECKPOINT_SUFFIXES):
+        raise CliError(f"{args.output}: unsupported output format (use .npy, .safetensors, "
+                       ".npz or .pt)")
     from nnc_core import nn
-    tensors = nn.decode(bitstream)
+    tensors, dtypes = nn.decode_with_dtypes(bitstream)
     if not tensors:
         raise DecodeError("the bitstream holds no tensor (no NDU unit)")
-    if len(tensors) == 1 and suffix != ".npz":
-        array = np.asarray(next(iter(tensors.values())))
-        _save_tensor(args.output, array)
-        print(f"{args.output}: shape {list(array.shape)} {array.dtype}, decoded from "
+    if len(tensors) == 1 and suffix in (".npy", *checkpoints.TORCH_SUFFIXES):
+        (name, value), = tensors.items()
+        array = np.asarray(value)
+        written = _save_tensor(args.output, array, dtypes[name])
+        print(f"{args.output}: shape {list(array.shape)} {written}, decoded from "
               f"{len(bitstream)} bytes")
         return
     if suffix == ".npy":
-        raise CliError(f"the stream holds {len(tensors)} tensors: write them to .pt or .npz")
+        raise CliError(f"the stream holds {len(tensors)} tensors: write them to .safetensors, "
+                       ".pt or .npz")
     for name, value in tensors.items():          # decoded sparsity per layer
         if np.ndim(value) > 1:
             print(f"  {name}: shape {list(value.shape)}, {100 * _zero_share(value):.1f} % zeros")
-    if suffix == ".npz":
-        np.savez(args.output, **tensors)
-    else:
-        import torch
-        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
-                   args.output)
+    written = checkpoints.write_checkpoint(args.output, tensors, dtypes)
+    widened = sorted(n for n in tensors if written[n] != dtypes[n])
+    if widened:
+        print(f"{args.output}: {len(widened)} bfloat16 tensors written as float32 "
+              f"({suffix} has no bfloat16), e.g. {widened[0]}")
     print(f"{args.output}: {len(tensors)} tensors ({sum(v.size for v in tensors.values())} "
           f"elements), decoded from {len(bitstream)} bytes")
 
@@ -316,8 +394,10 @@ def _text_lines(path: Path, size: int, records: list[dict[str, Any]]) -> list[st
                     extra += f" (pre_flag {rec['pre_flag']})"
             lines.append(f"{head}  {qp}{extra}")
         elif kind == "TPL":
+            data = f", data {len(rec['data'])} characters" if rec.get("data") else ""
             lines.append(f"{head}  storage format {rec['storage_format']} "
-                         f"({rec['storage_format_name']}), compression {rec['compression_format']}")
+                         f"({rec['storage_format_name']}), compression {rec['compression_format']}"
+                         f"{data}")
         elif kind == "NDU":
             lines.extend(_ndu_lines(head, rec))
         else:

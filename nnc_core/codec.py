@@ -39,6 +39,7 @@ class QuantizedTensor:
     codebook: Codebook | None = None
     scan_order: int = 0
     parameter_id: int = 0
+    data_format: int | None = None       # nnr_decompressed_data_format to signal, if any
 
     @property
     def payload_type(self) -> PayloadType:
@@ -117,16 +118,18 @@ class StreamSettings:
     tca: bool = False
     hdsp: bool = False
     topology_format: int = 0
+    topology_data: str = ""
 
     @classmethod
-    def from_options(cls, opts: TensorOptions, topology_format: int = 0) -> "StreamSettings":
+    def from_options(cls, opts: TensorOptions, topology_format: int = 0,
+                     topology_data: str = "") -> "StreamSettings":
         """The stream-level signalling that the encoder options ask for."""
         return cls(qp_density=opts.qp_density, param_opt=opts.param_opt,
                    row_skipping=opts.row_skipping,
                    cabac_unary_length_minus1=opts.cabac_unary_length_minus1,
                    compress_differences=opts.compress_differences,
                    pre_signalling=opts.pre_signalling, tca=opts.tca, hdsp=opts.hdsp,
-                   topology_format=topology_format)
+                   topology_format=topology_format, topology_data=topology_data)
 
     def mps(self) -> ModelParameterSet:
         return ModelParameterSet(
@@ -210,7 +213,7 @@ def encode_ndu_unit(t: QuantizedTensor, s: StreamSettings, mps: ModelParameterSe
         device_id=device_id, put_node_depth=depth, parent_node_id_present=s.compress_differences,
         temporal_context_modeling=tca_base is not None, codebook=t.codebook, dq_flag=t.dq,
         dims=tuple(t.dims), cabac_unary_length_minus1=s.cabac_unary_length_minus1,
-        scan_order=scan_order)
+        scan_order=scan_order, decompressed_data_format=t.data_format)
     if num_entry_points(t.dims, scan_order):
         qp_bits = 6 + mps.qp_density if t.qp is not None else 0
         header.entry_points = _entry_points(payload, qp_bits, rows, cols, args)
@@ -264,15 +267,27 @@ def encode_units(items: list[QuantizedTensor | QuantizedBlock], settings: Stream
     ``settings.tca``, use the previous version of each tensor as context (§10).
     """
     mps = settings.mps()
-    head = [encode_start_unit(PROFILE), encode_mps(mps, PROFILE),
-            encode_topology(Topology(storage_format=settings.topology_format))]
     saved = state.snapshot() if state is not None else None
     try:
-        return head, [_encode_item(item, settings, mps, state) for item in items]
+        return stream_head(settings), [_encode_item(item, settings, mps, state) for item in items]
     except BaseException:
         if saved is not None:       # a failed encode leaves the state as it was
             state.restore(saved)
         raise
+
+
+def stream_head(settings: StreamSettings) -> list[bytes]:
+    """The units that start a stream: start unit, model parameter set, topology."""
+    return [encode_start_unit(PROFILE), encode_mps(settings.mps(), PROFILE),
+            encode_topology(Topology(storage_format=settings.topology_format,
+                                     data=settings.topology_data))]
+
+
+def encode_item(item: QuantizedTensor | QuantizedBlock, settings: StreamSettings) -> EncodedUnit | None:
+    """The NDU of one tensor or block of a stream without incremental state (None if
+    omitted, see :func:`encode_units`): with :func:`stream_head`, a stream can be written
+    one tensor at a time."""
+    return _encode_item(item, settings, settings.mps(), None)
 
 
 def _encode_item(item, settings: StreamSettings, mps: ModelParameterSet,

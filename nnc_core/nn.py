@@ -49,23 +49,48 @@ its previous levels and ``hdsp=True`` tries the significance history per NDU:
 :func:`decode` returns the transmitted tensors with any local scales multiplied into their
 weights; :func:`load_decoded` puts them into a model (BatchNorm layers that were folded
 become identities).
+
+Checkpoints. A :class:`~nnc_core.checkpoints.Checkpoint` (a file opened with
+:func:`nnc_core.checkpoints.read_checkpoint`) is coded like a dict, with every tensor it
+holds, ``num_batches_tracked`` included. :func:`encode_iter` yields the stream unit by unit
+and reads, quantizes and codes one tensor at a time unless a tool needs the whole model
+first (``sparsity``, ``opt_qp``, ``bnf``, ``lsa``), so that writing its units to a file
+needs the memory of about one tensor. Names that share one tensor (tied weights, such as
+an input embedding reused as the output layer) are coded once, under the first name, and
+decoding restores the others (not for differences with a ``state``, which are coded per
+name). ``keep_dtypes=True`` records each tensor's dtype (float16, bfloat16, int8, uint8, ...)
+and scalar shape, and decoding restores them (:mod:`nnc_core.stream_info` says where the
+stream carries them); integer tensors are always coded losslessly:
+
+    >>> sd = {"w": np.arange(-6, 6, dtype=np.int8).reshape(3, 4),
+    ...       "scale": np.float16([0.25]), "step": np.int64(7)}
+    >>> out, kinds = decode_with_dtypes(encode(sd, keep_dtypes=True))
+    >>> kinds, bool(np.array_equal(out["w"], sd["w"])), out["step"].shape
+    ({'w': 'int8', 'scale': 'float16', 'step': 'int64'}, True, ())
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from . import dtypes as dt
+from . import stream_info
+from .bitstream import UnitType, parse_stream
+from .checkpoints import Checkpoint, tied_names
 from .codec import (BN_ROLES, QuantizedBlock, QuantizedTensor, StreamSettings, decode_stream,
-                    encode_ndu_unit, encode_units, reconstruct)
+                    encode_item, encode_ndu_unit, encode_units, reconstruct, stream_head)
 from .errors import DecodeError
 from .incremental import CodingState
 from .options import TensorOptions, resolve_options
+from .stream_info import StreamNote
 from .tensor import as_numpy, quantize_tensor
 from .tools import fold_batchnorm, optimise_qps, sparsify
 
-__all__ = ["encode", "encode_with_reconstruction", "encode_model", "decode", "load_decoded", "EncodedModel", "CodedUnit",
-           "CodingState"]
+__all__ = ["encode", "encode_iter", "encode_with_reconstruction", "encode_model", "decode",
+           "decode_with_dtypes", "load_decoded", "batchnorm_blocks", "BatchNormBlock",
+           "EncodedModel", "CodedUnit", "StreamPart", "CodingState"]
 
 TOPOLOGY_UNRECOGNISED, TOPOLOGY_PYTORCH = 0, 3
 BN_SUFFIXES = {"bias": "bn_beta", "weight": "bn_gamma", "running_mean": "bn_mean",
@@ -73,7 +98,7 @@ BN_SUFFIXES = {"bias": "bn_beta", "weight": "bn_gamma", "running_mean": "bn_mean
 
 # model-level options of the reference's args dict (nncodec.nn), with their defaults
 MODEL_DEFAULTS = {"bnf": False, "lsa": False, "opt_qp": False, "lr": 1e-3, "epochs": 1,
-                  "max_batches": None, "ioq": False, "diff_qp": None}
+                  "max_batches": None, "ioq": False, "diff_qp": None, "keep_dtypes": False}
 # reference keys that steer its data loading, logging or file output: accepted, no effect
 MODEL_NO_EFFECT = {"wandb", "dataset_path", "model", "workers", "batch_size"}
 
@@ -87,6 +112,7 @@ class ModelTools:
     epochs: int = 1
     max_batches: int | None = None
     diff_qp: int | None = None       # qp of weights in differences (None: qp)
+    keep_dtypes: bool = False        # record dtypes and scalar shapes, restored on decoding
 
 
 def resolve_model_options(options: dict) -> tuple[TensorOptions, ModelTools]:
@@ -136,8 +162,20 @@ class EncodedModel:
     bitstream: bytes
     tensors: list[CodedUnit]
     reconstruction: dict[str, np.ndarray]    # exactly what decode() returns
-    params: int                              # elements of the model's state dict
+    params: int                              # elements of the model's state dict (tied once)
     original_bytes: int                      # their size at their original precision
+    tied: dict[str, str] = field(default_factory=dict)   # name -> the name it is coded under
+
+
+@dataclass
+class StreamPart:
+    """One piece of a bitstream from :func:`encode_iter`: the leading units (start, MPS,
+    topology; ``tensors`` empty) or one NDU and what :func:`decode` returns for the tensors
+    it carries (tied names included)."""
+    data: bytes
+    tensors: dict[str, np.ndarray]
+    kind: str | None = None          # "weight", "bias", "integer", "block(...)", ...
+    qp: int | None = None            # qp of the (weight) tensor; None for integers
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -149,6 +187,7 @@ class _Entry:
     parameter_id: int
     kind: str
     original_bytes: int
+    dtype: str = "float32"           # before coding (nnc_core.dtypes names)
 
 
 def _is_module(model) -> bool:
@@ -177,25 +216,64 @@ def _batchnorms(model) -> dict[str, object]:
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
 
 
-def _entries(model, blocks_on: bool) -> tuple[list[_Entry], dict]:
-    """State-dict entries to code, in order, and the BatchNorm modules (by prefix)."""
+@dataclass
+class _Source:
+    """A model's tensors in state-dict order: a module's state dict, a dict, or a
+    Checkpoint (which reads each tensor when it is looked up)."""
+    values: Mapping
+    torch_path: bool                 # a module: PyTorch topology, tensors typed by name
+    dtypes: dict[str, str]
+    ties: dict[str, str]             # name -> earlier name holding the same tensor
+    scalars: set[str]                # 0-d tensors (they travel as shape [1])
+    bns: dict
+    keep_all: bool                   # a Checkpoint: num_batches_tracked is coded too
+
+
+def _source(model, blocks_on: bool, share_ties: bool = True) -> _Source:
     torch_path = _is_module(model)
-    state = model.state_dict() if torch_path else dict(model)
+    values = model.state_dict() if torch_path else model
+    if isinstance(model, Checkpoint):
+        dtypes, ties = model.dtypes, model.ties
+        scalars = {n for n, shape in model.shapes.items() if not shape}
+    else:
+        dtypes = {name: dt.dtype_name(v) for name, v in values.items()}
+        ties = tied_names(values)
+        scalars = {n for n, v in values.items() if np.ndim(v) == 0}
     bns = _batchnorms(model) if torch_path and blocks_on else {}
-    entries, index = [], 0
-    for name, value in state.items():
-        if name.endswith("num_batches_tracked"):
-            index += torch_path        # the reference keeps its slot in the parameter ids
+    return _Source(values, torch_path, dtypes, ties if share_ties else {}, scalars, bns,
+                   isinstance(model, Checkpoint))
+
+
+def _dropped(name: str, source: _Source) -> bool:
+    return name.endswith("num_batches_tracked") and not source.keep_all
+
+
+def _iter_entries(source: _Source) -> Iterator[_Entry]:
+    """The entries to code, each tensor read and converted only when it is reached."""
+    index = 0
+    for name in source.values:
+        if _dropped(name, source):
+            index += source.torch_path     # the reference keeps its slot in the parameter ids
             continue
+        if name in source.ties:            # coded under the first name; its slot is kept
+            index += 1
+            continue
+        value = source.values[name]
         ndim = len(value.shape) if hasattr(value, "shape") else np.ndim(value)
         array = as_numpy(value, name)
         prefix, _, suffix = name.rpartition(".")
-        bn_role = BN_SUFFIXES.get(suffix) if prefix in bns else None
-        kind = _kind(name, ndim, torch_path, bn_role)
-        itemsize = getattr(value, "element_size", lambda: np.asarray(value).itemsize)()
-        entries.append(_Entry(name, array, index, kind, int(array.size * itemsize)))
+        bn_role = BN_SUFFIXES.get(suffix) if prefix in source.bns else None
+        kind = _kind(name, ndim, source.torch_path, bn_role)
+        dtype = source.dtypes[name]
+        yield _Entry(name, array, index, kind, int(array.size * dt.itemsize(dtype)), dtype)
+        del value, array             # hold no tensor while the next one is read
         index += 1
-    return entries, bns
+
+
+def _entries(model, blocks_on: bool) -> tuple[list[_Entry], dict]:
+    """State-dict entries to code, in order, and the BatchNorm modules (by prefix)."""
+    source = _source(model, blocks_on)
+    return list(_iter_entries(source)), source.bns
 
 
 @dataclass
@@ -234,16 +312,43 @@ def _form_blocks(entries: list[_Entry], bns: dict, scaled: set[str]) -> dict[str
     return {k: b for k, b in blocks.items() if b.bias or b.bn or b.scaled}
 
 
+@dataclass(frozen=True)
+class BatchNormBlock:
+    """A weight followed by a BatchNorm, by state-dict names (``bias`` None if the layer
+    has none)."""
+    weight: str
+    bias: str | None
+    gamma: str
+    beta: str
+    mean: str
+    var: str
+    eps: float
+
+
+def batchnorm_blocks(model) -> list[BatchNormBlock]:
+    """The (weight, BatchNorm) pairs of a torch module that BatchNorm folding merges, found
+    as the encoder finds them."""
+    entries, bns = _entries(model, True)
+    blocks = _form_blocks(entries, bns, set())
+    return [BatchNormBlock(b.weight.name, b.bias.name if b.bias else None,
+                           b.bn["bn_gamma"].name, b.bn["bn_beta"].name, b.bn["bn_mean"].name,
+                           b.bn["bn_var"].name, float(getattr(b.bn_module, "eps", 1e-5)))
+            for b in blocks.values() if b.bn]
+
+
 def _nonweight_qp(opts: TensorOptions) -> int:
     # the reference treats a missing (or zero) nonweight_qp as a step four times finer
     return opts.nonweight_qp if opts.nonweight_qp else opts.qp - (2 << opts.qp_density)
 
 
+def _qp_of(e: _Entry, opts: TensorOptions) -> int:
+    if opts.qp_per_tensor and e.name in opts.qp_per_tensor:
+        return int(opts.qp_per_tensor[e.name])
+    return opts.qp if e.kind == "weight" else _nonweight_qp(opts)
+
+
 def _base_qps(entries: list[_Entry], opts: TensorOptions, tools: ModelTools) -> dict[str, int]:
-    qps = {e.name: opts.qp if e.kind == "weight" else _nonweight_qp(opts) for e in entries}
-    for name, qp in (opts.qp_per_tensor or {}).items():
-        if name in qps:
-            qps[name] = int(qp)
+    qps = {e.name: _qp_of(e, opts) for e in entries}
     if tools.opt_qp:
         qps = optimise_qps({e.name: e.array for e in entries if e.kind == "weight"
                             and e.array.dtype == np.float32}, qps)
@@ -252,7 +357,9 @@ def _base_qps(entries: list[_Entry], opts: TensorOptions, tools: ModelTools) -> 
 
 def _quantize(array: np.ndarray, name: str, qp: int, opts: TensorOptions, parameter_id: int,
               uniform_only: bool = False) -> QuantizedTensor:
-    tensor_opts = replace(opts, qp_per_tensor={name: qp}, tensor_id=name, scan_order=0,
+    # members of BLOCK NDUs share the block's raster scan and carry no codebook
+    tensor_opts = replace(opts, qp_per_tensor={name: qp}, tensor_id=name,
+                          scan_order=0 if uniform_only else opts.scan_order,
                           approx_method="uniform" if uniform_only else opts.approx_method)
     return quantize_tensor(array, tensor_opts, name, parameter_id)
 
@@ -261,7 +368,7 @@ def _values(t: QuantizedTensor, qp_density: int) -> np.ndarray:
     return reconstruct(t.levels, t.dims, t.qp, qp_density, t.codebook)
 
 
-def _local_scales(model, entries, qps, opts, tools, train_loader, device, verbose):
+def _local_scales(model, entries, qps, opts, tools, ties, train_loader, device, verbose):
     """Train LSA scales with every other parameter quantized at its final qp."""
     import torch
     if train_loader is None:
@@ -274,6 +381,8 @@ def _local_scales(model, entries, qps, opts, tools, train_loader, device, verbos
                                                         dtype=np.float32).copy())
         else:
             fixed[e.name] = torch.from_numpy(e.array.copy())
+    for name, first in ties.items():      # one storage: loading the original would undo it
+        fixed[name] = fixed[first]
     state = model.state_dict()
     for name, value in state.items():     # dropped entries (num_batches_tracked) as they are
         fixed.setdefault(name, value)
@@ -309,10 +418,38 @@ def _quantize_block(b: _Block, qps, opts, tools, scales) -> QuantizedBlock:
 
 def encode(model, /, *, state: CodingState | None = None, train_loader=None, device=None,
            verbose: bool = False, **options) -> bytes:
-    """Encode a ``torch.nn.Module`` or a state dict (name -> numpy array or torch tensor)
-    into one NNC bitstream; with ``state``, its difference to the state's base. See the
-    module docstring and :func:`encode_model`."""
-    return _encode(model, state, train_loader, device, verbose, options).bitstream
+    """Encode a ``torch.nn.Module``, a state dict (name -> numpy array or torch tensor) or a
+    :class:`~nnc_core.checkpoints.Checkpoint` into one NNC bitstream; with ``state``, its
+    difference to the state's base. See the module docstring and :func:`encode_model`."""
+    if state is not None:
+        return _encode(model, state, train_loader, device, verbose, options).bitstream
+    parts = encode_iter(model, train_loader=train_loader, device=device, verbose=verbose,
+                        **options)
+    return b"".join(part.data for part in parts)
+
+
+def encode_iter(model, /, *, train_loader=None, device=None, verbose: bool = False,
+                **options) -> Iterator[StreamPart]:
+    """The bitstream of :func:`encode` (no ``state``) as :class:`StreamPart` s: first the
+    leading units, then one NDU at a time, each with what :func:`decode` returns for it.
+
+    Tensors are read, quantized and coded as the iteration reaches them unless a tool needs
+    the whole model first (``sparsity``, ``opt_qp``, ``bnf``, ``lsa``), so that writing
+    the parts to a file as they come needs the memory of about one tensor. Options are
+    checked here, before the first part."""
+    plan = _plan(model, None, train_loader, device, verbose, options, whole=False)
+
+    def parts():
+        yield StreamPart(b"".join(stream_head(plan.settings)), {}, None, None)
+        for item, kind, _ in plan.items():
+            unit = encode_item(item, plan.settings)
+            if unit is not None:
+                weight = item.weight if isinstance(item, QuantizedBlock) else item
+                part = StreamPart(unit.unit, plan.decoded([(unit, item)]), kind, weight.qp)
+                del item, unit, weight   # hold no tensor while the next one is coded
+                yield part
+                del part
+    return parts()
 
 
 def encode_with_reconstruction(model, /, *, state: CodingState | None = None, train_loader=None,
@@ -321,7 +458,7 @@ def encode_with_reconstruction(model, /, *, state: CodingState | None = None, tr
     """Like :func:`encode`, also returning what :func:`decode` gives for the transmitted
     tensors (local scales applied), without the per-NDU report of :func:`encode_model`."""
     coded = _encode(model, state, train_loader, device, verbose, options)
-    return coded.bitstream, _reconstruction(coded.units)
+    return coded.bitstream, coded.plan.decoded(zip(coded.units, coded.items))
 
 
 def encode_model(model, /, *, state: CodingState | None = None, train_loader=None,
@@ -331,7 +468,8 @@ def encode_model(model, /, *, state: CodingState | None = None, train_loader=Non
     Options are the reference's ``args`` names (``qp``, ``nonweight_qp``, ``use_dq``,
     ``bnf``, ``lsa``, ``opt_qp``, ``lr``, ``epochs``, ``max_batches``, ``sparsity``,
     ``struct_spars_factor``, ``compress_differences``, ``tca``, ``diff_qp``, ...) plus
-    ``hdsp``. ``bnf`` and ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding
+    ``hdsp``, ``scan_order`` (block scans of single-tensor NDUs) and ``keep_dtypes``.
+    ``bnf`` and ``lsa`` need a module; ``lsa`` also a ``train_loader`` yielding
     (inputs, targets) and shows a progress bar with ``verbose``. With ``state`` the
     difference to the state's base is coded (module docstring); the reconstruction and
     the report are then of that difference, omitted all-zero NDUs reported with 0 bytes.
@@ -339,9 +477,69 @@ def encode_model(model, /, *, state: CodingState | None = None, train_loader=Non
     decoder_view = state.snapshot() if state is not None else None
     coded = _encode(model, state, train_loader, device, verbose, options)
     return EncodedModel(coded.bitstream, _reports(coded, decoder_view),
-                        _reconstruction(coded.units),
+                        coded.plan.decoded(zip(coded.units, coded.items)),
                         sum(e.array.size for e in coded.entries),
-                        sum(e.original_bytes for e in coded.entries))
+                        sum(e.original_bytes for e in coded.entries), dict(coded.plan.note.tied))
+
+
+@dataclass
+class _Plan:
+    """What the encoder decided before coding a tensor: the stream's signalling, the
+    entries (a list, or an iterator that reads them one by one) and how to quantize them."""
+    settings: StreamSettings
+    note: StreamNote
+    entries: list[_Entry] | Iterator[_Entry]
+    quantize: Callable[[_Entry], tuple | None]   # -> (item, kind), None for block members
+
+    def items(self):
+        """(item, kind, entry) per NDU, quantized as they are reached."""
+        for e in self.entries:
+            made = self.quantize(e)
+            if made is not None:
+                yield (*made, e)
+            del made, e              # hold no tensor while the next one is read
+
+    def decoded(self, units_and_items) -> dict[str, np.ndarray]:
+        """What :func:`decode` returns for these units: local scales applied, recorded
+        dtypes and scalar shapes restored, tied names next to the tensor they share."""
+        values, recorded = {}, {}
+        for unit, item in units_and_items:
+            if unit is not None:
+                values.update(zip(unit.names, unit.reconstructions))
+                recorded.update(_recorded_dtypes(item, self.note))
+        return _finish(_apply_scaling(values), recorded, self.note)
+
+
+def _recorded_dtypes(item, note: StreamNote) -> dict[str, str]:
+    """The dtypes a decoder will find for the tensors of ``item`` (as :func:`_stream_dtypes`
+    reads them back)."""
+    if isinstance(item, QuantizedBlock):
+        return {t.name: note.dtypes[t.name] for _, t in item.payload_members()
+                if t.name in note.dtypes}
+    if item.name in note.dtypes:
+        return {item.name: note.dtypes[item.name]}
+    if item.data_format is not None:
+        return {item.name: stream_info.DATA_FORMATS[item.data_format]}
+    return {}
+
+
+def _decodes_to(t: QuantizedTensor) -> str:
+    """What the payload of ``t`` decodes to without a data format (codec.reconstruct)."""
+    return "int32" if t.qp is None else "float64" if t.codebook is not None else "float32"
+
+
+def _note(source: _Source, tools: ModelTools, in_block: set[str], folded: set[str]) -> StreamNote:
+    """The checkpoint facts that go into the topology data (nnc_core.stream_info)."""
+    coded = [n for n in source.values if not _dropped(n, source) and n not in source.ties]
+    for name, first in source.ties.items():
+        if first in folded:
+            raise ValueError(f"{name!r} is tied to {first!r}, which bnf folds into its layer")
+    if not tools.keep_dtypes:
+        return StreamNote(tied=dict(source.ties))
+    default = {n: "float32" if dt.is_float(source.dtypes[n]) else "int32" for n in coded}
+    noted = {n: source.dtypes[n] for n in coded if source.dtypes[n] != default[n] and (
+        n in in_block or not stream_info.carried_by_ndu(source.dtypes[n]))}
+    return StreamNote(noted, [n for n in coded if n in source.scalars], dict(source.ties))
 
 
 @dataclass
@@ -352,9 +550,12 @@ class _Coded:
     units: list
     entries: list[_Entry]
     settings: StreamSettings
+    plan: _Plan
 
 
-def _encode(model, state, train_loader, device, verbose, options) -> _Coded:
+def _plan(model, state, train_loader, device, verbose, options, whole: bool) -> _Plan:
+    """Check the options and decide how to code ``model``; ``whole`` reads every entry
+    first (else only the tools that need the whole model do)."""
     opts, tools = resolve_model_options(options)
     blocks_on = tools.bnf or tools.lsa
     if blocks_on and not _is_module(model):
@@ -363,15 +564,25 @@ def _encode(model, state, train_loader, device, verbose, options) -> _Coded:
     if blocks_on and state is not None:
         raise ValueError("bnf and lsa code BLOCK NDUs, which the update tree cannot carry: "
                          "code differences without them")
+    if blocks_on and opts.scan_order:
+        raise ValueError("scan_order > 0 cannot be combined with bnf or lsa: BLOCK NDUs are "
+                         "coded in raster order")
     if state is not None and not isinstance(state, CodingState):
         raise TypeError(f"state must be a nnc_core.CodingState, got {type(state).__name__}")
-    if not _is_module(model) and not isinstance(model, dict):
-        raise TypeError(f"expected a torch.nn.Module or a dict, got {type(model).__name__}")
-    entries, bns = _entries(model, blocks_on)
+    if tools.keep_dtypes and state is not None:
+        raise ValueError("keep_dtypes records a model's dtypes; differences with a state are "
+                         "coded and decoded as float32 and int32")
+    if not _is_module(model) and not isinstance(model, Mapping):
+        raise TypeError(f"expected a torch.nn.Module, a dict or a Checkpoint, got "
+                        f"{type(model).__name__}")
+    source = _source(model, blocks_on, share_ties=state is None)
     differences = state is not None or opts.compress_differences
     if tools.diff_qp is not None and not differences:
         raise ValueError("diff_qp is the qp of differences: pass state= (or "
                          "compress_differences=True for a difference you took yourself)")
+    entries = _iter_entries(source)
+    if whole or blocks_on or opts.sparsity > 0 or tools.opt_qp:
+        entries = list(entries)
     if state is not None:
         entries = _differences(entries, state.base)
     if opts.sparsity > 0:
@@ -380,29 +591,44 @@ def _encode(model, state, train_loader, device, verbose, options) -> _Coded:
         entries = [replace(e, array=sparse[e.name]) for e in entries]
     if differences and tools.diff_qp is not None:
         opts = replace(opts, qp=tools.diff_qp)
-    qps = _base_qps(entries, opts, tools)
-    scales = _local_scales(model, entries, qps, opts, tools, train_loader, device, verbose) \
-        if tools.lsa else {}
-    blocks = _form_blocks(entries, bns, set(scales)) if blocks_on else {}
+    qps = _base_qps(entries, opts, tools) if isinstance(entries, list) else None
+    scales = _local_scales(model, entries, qps, opts, tools, source.ties, train_loader, device,
+                           verbose) if tools.lsa else {}
+    blocks = _form_blocks(entries, source.bns, set(scales)) if blocks_on else {}
     in_block = {m.name for b in blocks.values()
                 for m in [b.weight, b.bias, *b.bn.values()] if m is not None}
-    items, kinds = [], []
-    for e in entries:
+    folded = {m.name for b in blocks.values() for m in b.bn.values()} if tools.bnf else set()
+    note = _note(source, tools, in_block, folded)
+
+    def quantize(e: _Entry):
         if e.name in blocks:
             block = _quantize_block(blocks[e.name], qps, opts, tools, scales)
-            items.append(block)
-            kinds.append("block(" + "+".join(r for r, _ in block.payload_members()) + ")")
-        elif e.name not in in_block:
-            items.append(_quantize(e.array, e.name, qps[e.name], opts, e.parameter_id))
-            kinds.append(e.kind if items[-1].qp is not None else "integer")
+            return block, "block(" + "+".join(r for r, _ in block.payload_members()) + ")"
+        if e.name in in_block:
+            return None
+        t = _quantize(e.array, e.name, qps[e.name] if qps else _qp_of(e, opts), opts,
+                      e.parameter_id)
+        if tools.keep_dtypes and e.name not in note.dtypes:
+            t.data_format = stream_info.data_format(e.dtype, _decodes_to(t))
+        return t, e.kind if t.qp is not None else "integer"
+
     settings = StreamSettings.from_options(
-        opts, TOPOLOGY_PYTORCH if _is_module(model) else TOPOLOGY_UNRECOGNISED)
-    head, units = encode_units(items, settings, state)
+        opts, TOPOLOGY_PYTORCH if source.torch_path else TOPOLOGY_UNRECOGNISED, note.text())
+    return _Plan(settings, note, entries, quantize)
+
+
+def _encode(model, state, train_loader, device, verbose, options) -> _Coded:
+    """Code the whole model at once, keeping every item and unit (for reports, the
+    reconstruction and differences)."""
+    plan = _plan(model, state, train_loader, device, verbose, options, whole=True)
+    made = list(plan.items())
+    items, kinds = [m[0] for m in made], [m[1] for m in made]
+    head, units = encode_units(items, plan.settings, state)
     if state is not None:
         state.advance_base({n: r for u in units if u is not None
                             for n, r in zip(u.names, u.reconstructions)})
     body = [u.unit for u in units if u is not None]
-    return _Coded(b"".join(head + body), items, kinds, units, entries, settings)
+    return _Coded(b"".join(head + body), items, kinds, units, plan.entries, plan.settings, plan)
 
 
 def _differences(entries: list[_Entry], base: dict[str, np.ndarray]) -> list[_Entry]:
@@ -448,14 +674,6 @@ def _reports(coded: _Coded, decoder_state: CodingState | None = None) -> list[Co
     return reports
 
 
-def _reconstruction(units) -> dict[str, np.ndarray]:
-    values = {}
-    for unit in units:
-        if unit is not None:
-            values.update(zip(unit.names, unit.reconstructions))
-    return _apply_scaling(values)
-
-
 # ----------------------------------------------------------------------------- decoder
 
 def _apply_scaling(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -471,23 +689,81 @@ def _apply_scaling(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def _finish(values: dict[str, np.ndarray], recorded: dict[str, str],
+            note: StreamNote) -> dict[str, np.ndarray]:
+    """Decoded values with their recorded dtypes and scalar shapes, and each tied name right
+    after the tensor it shares (where that tensor is present)."""
+    scalars = set(note.scalars)
+    tied = {}
+    for name, first in note.tied.items():
+        tied.setdefault(first, []).append(name)
+    out = {}
+    for name, value in values.items():
+        if name in recorded:
+            try:
+                value = dt.narrow(value, recorded[name], f"tensor {name!r}")
+            except ValueError as error:
+                raise DecodeError(str(error)) from None
+        if name in scalars:
+            if value.size != 1:
+                raise DecodeError(f"tensor {name!r} is recorded as a scalar but holds "
+                                  f"{value.size} values")
+            value = value.reshape(())
+        out[name] = value
+        for other in tied.get(name, ()):
+            out[other] = value
+    return out
+
+
+def _stream_note(units) -> StreamNote:
+    topology = next((u.content for u in units if u.type == UnitType.TPL), None)
+    return StreamNote.parse(topology.data) if topology is not None and topology.data else StreamNote()
+
+
+def _stream_dtypes(tensors, note: StreamNote) -> dict[str, str]:
+    """The dtypes a stream records for its tensors: in the topology data, else in the NDU's
+    nnr_decompressed_data_format (stream_info); values of the int2/3/4 formats must fit."""
+    recorded = {}
+    for t in tensors:
+        where = f"tensor {t.name!r}"
+        if t.name in note.dtypes:
+            recorded[t.name] = note.dtypes[t.name]
+        elif t.header.decompressed_data_format is not None:
+            dtype, bits = stream_info.format_dtype(t.header.decompressed_data_format,
+                                                   t.qp is None, where)
+            if bits is not None and t.values.size and (
+                    t.values.min() < -(1 << bits - 1) or t.values.max() >= 1 << bits - 1):
+                raise DecodeError(f"{where}: values do not fit int{bits}")
+            recorded[t.name] = dtype
+    return recorded
+
+
 def decode(bitstream: bytes, *, state: CodingState | None = None, apply_scaling: bool = True,
            threads: int | None = None, max_elements: int | None = None) -> dict[str, np.ndarray]:
     """Decode a model bitstream into ``{name: numpy array}`` in stream order.
 
     With ``apply_scaling`` (default) the local scales of BLOCK NDUs are multiplied into
     their weights and not returned separately, as a decoder does to reconstruct the model.
+    Dtypes and scalar shapes the stream records (``keep_dtypes``) are restored, bfloat16 as
+    float32 arrays holding bfloat16 values (:func:`decode_with_dtypes` names them), and
+    tied names follow the tensor they share.
     With ``state`` the stream is a difference: the result is the update of every tensor the
     state's base holds (zeros where the NDU was omitted), and the base advances by it;
     ``state.base`` is then the sender's reconstructed model. Raises
     :class:`nnc_core.DecodeError` on a damaged stream, or one that does not continue the
     state's update tree (the state is then left unchanged).
     """
-    saved = state.snapshot() if state is not None else None
+    if state is None:
+        return decode_with_dtypes(bitstream, apply_scaling=apply_scaling, threads=threads,
+                                  max_elements=max_elements)[0]
+    units = parse_stream(bitstream)
+    if _stream_note(units) or any(u.content.decompressed_data_format is not None
+                                  for u in units if u.type == UnitType.NDU):
+        raise DecodeError("the stream records checkpoint dtypes or tied names, which a "
+                          "difference (decoded with a state) does not carry")
+    saved = state.snapshot()
     tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements)
     values = {t.name: t.values for t in tensors}
-    if state is None:
-        return _apply_scaling(values) if apply_scaling else values
     try:
         state.advance_base(values)
     except ValueError as error:         # cannot happen for a stream the checks let through
@@ -497,13 +773,33 @@ def decode(bitstream: bytes, *, state: CodingState | None = None, apply_scaling:
             for name, base in state.base.items()}
 
 
+def decode_with_dtypes(bitstream: bytes, *, apply_scaling: bool = True, threads: int | None = None,
+                       max_elements: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Like :func:`decode` (without a state), also returning each tensor's dtype name: the
+    one the stream records, else the decoded array's. Tensors recorded as ``bfloat16`` are
+    float32 arrays whose values are bfloat16 values (numpy has no bfloat16);
+    :func:`nnc_core.checkpoints.write_checkpoint` stores them as bfloat16."""
+    note = _stream_note(parse_stream(bitstream))
+    tensors = decode_stream(bitstream, None, threads=threads, max_elements=max_elements)
+    values = {t.name: t.values for t in tensors}
+    values = _apply_scaling(values) if apply_scaling else values
+    recorded = _stream_dtypes(tensors, note)
+    out = _finish(values, recorded, note)
+    names = {name: recorded.get(name) or value.dtype.name for name, value in out.items()}
+    for name, first in note.tied.items():
+        if name in names:
+            names[name] = names[first]
+    return out, names
+
+
 def load_decoded(model, decoded: dict[str, np.ndarray], strict: bool = True):
     """Load decoded tensors into ``model`` (in place; returns it).
 
     BatchNorm layers whose parameters were folded (absent from ``decoded``) become
     identities; a folded bias named ``<layer>.weight.bias`` becomes the layer's bias (a new
-    parameter if the layer had none). With ``strict``, tensors of the model that the
-    stream does not reconstruct, and decoded names the model lacks, raise KeyError.
+    parameter if the layer had none). Tied tensors (one storage under several names) are
+    loaded by any of their names. With ``strict``, tensors of the model that the stream does
+    not reconstruct, and decoded names the model lacks, raise KeyError.
     """
     import torch
     state = model.state_dict()
@@ -534,6 +830,9 @@ def load_decoded(model, decoded: dict[str, np.ndarray], strict: bool = True):
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
                 loaded.update(n for n in names if n in state)
+    for name, first in tied_names(state).items():   # one storage: loading either loads both
+        if name in loaded or first in loaded:
+            loaded.update((name, first))
     missing = [n for n in state if n not in loaded and not n.endswith("num_batches_tracked")]
     if strict and (missing or unexpected):
         raise KeyError(f"decoded tensors do not match the model: missing {missing[:8]}, "
