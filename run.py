@@ -5,6 +5,8 @@
     python run.py pnc train|eval|simulate [options]
                                      progressive neural compression for image offloading
     python run.py fl [options]       federated learning with NNC-coded updates on Flower
+    python run.py tlm train|eval [options]
+                                     the tiny Llama of the V2X use case, trained centrally
 
 `python run.py PIPELINE --help` lists a pipeline's options; every pipeline accepts
 `--config file.yaml` for its flag defaults and writes JSON results and plots.
@@ -22,6 +24,7 @@ PIPELINES = {
     "ecqx": "experiments.ecqx_run",
     "pnc": "experiments.pnc_run",
     "fl": "experiments.fl_run",
+    "tlm": "experiments.tlm_run",
 }
 
 

@@ -66,6 +66,8 @@ def start_run(args, *, project: str, args_file: str = "args.yaml"):
 def loader(args, split: str, info, shuffle: bool, augment: bool = False):
     """DataLoader of ``args.dataset`` (``dataset_path``, ``batch_size``, ``workers``)."""
     kwargs = {"train_augment": True} if augment and info.task == "classification" else {}
+    if info.task == "language_modeling":
+        kwargs["max_seq_len"] = getattr(args, "max_seq_len", None)
     with setup_errors(f"data set {args.dataset!r}"):
         dataset = datasets.create_dataset(args.dataset, root=args.dataset_path, split=split, **kwargs)
     collate = datasets.segmentation_collate if info.task == "segmentation" else None

@@ -2,17 +2,21 @@
 
 Classification reports top-1/top-5 accuracy in percent; segmentation reports the mean
 intersection over union (mIoU, Everingham et al. 2010) over the classes present in the
-ground truth or the prediction, accumulated over the whole set (not averaged per image).
+ground truth or the prediction, accumulated over the whole set (not averaged per image);
+language modelling reports next-token top-1 accuracy and perplexity ``exp(mean loss)``
+over the tokens that are not padding (target id ``PAD_TOKEN``).
 """
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 IGNORE_INDEX = 255
+PAD_TOKEN = 0
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -33,18 +37,35 @@ def _batches(loader, max_batches: int | None, desc: str, verbose: bool = True):
                 disable=not verbose, dynamic_ncols=True)
 
 
+def _pixel_loss(output, targets):
+    return F.cross_entropy(_logits(output), targets, ignore_index=IGNORE_INDEX)
+
+
+def _token_loss(logits, targets):
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=PAD_TOKEN)
+
+
+# task -> training loss of (model output, targets)
+LOSSES = {"classification": _pixel_loss, "segmentation": _pixel_loss,
+          "language_modeling": _token_loss}
+
+
 def train_one_epoch(model, loader, optimizer, device, *, task: str = "classification",
                     max_batches: int | None = None, desc: str = "train", verbose: bool = True,
-                    scheduler=None) -> float:
-    """One pass of cross-entropy training; returns the mean loss."""
+                    scheduler=None, clip_grad: float | None = None) -> float:
+    """One pass of cross-entropy training (the task's loss, see ``LOSSES``); gradients
+    clipped to norm ``clip_grad`` if given; returns the mean loss."""
+    loss_of = LOSSES[task]
     model.train()
     total, count = 0.0, 0
     bar = _batches(loader, max_batches, desc, verbose)
     for inputs, targets in bar:
         inputs, targets = inputs.to(device), targets.to(device)
-        loss = F.cross_entropy(_logits(model(inputs)), targets, ignore_index=IGNORE_INDEX)
+        loss = loss_of(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -109,16 +130,44 @@ def segmentation_scores(confusion: torch.Tensor) -> dict:
             "samples": int(pixels)}
 
 
+@torch.no_grad()
+def evaluate_language_model(model, loader, device, *, max_batches: int | None = None,
+                            desc: str = "eval", verbose: bool = True) -> dict:
+    """Next-token top-1 accuracy (percent), mean cross-entropy and perplexity over the
+    tokens that are not padding."""
+    model.eval()
+    loss, correct, count = 0.0, 0, 0
+    for inputs, targets in _batches(loader, max_batches, desc, verbose):
+        logits = model(inputs.to(device)).flatten(0, -2)
+        targets = targets.to(device).flatten()
+        real = targets != PAD_TOKEN
+        loss += F.cross_entropy(logits[real], targets[real], reduction="sum").item()
+        correct += (logits[real].argmax(1) == targets[real]).sum().item()
+        count += int(real.sum())
+    count = max(count, 1)
+    return {"top1": 100.0 * correct / count, "loss": loss / count,
+            "perplexity": math.exp(min(loss / count, 700.0)), "tokens": count}
+
+
+# task -> evaluate(model, loader, device, num_classes, **kwargs)
+EVALUATORS = {
+    "classification": lambda m, l, d, n, **kw: evaluate_classification(m, l, d, **kw),
+    "segmentation": evaluate_segmentation,
+    "language_modeling": lambda m, l, d, n, **kw: evaluate_language_model(m, l, d, **kw),
+}
+# task -> the number a paper table shows (higher is better)
+HEADLINES = {"classification": "top1", "segmentation": "mIoU", "language_modeling": "top1"}
+
+
 def evaluate(model, loader, device, task: str, num_classes: int, **kwargs) -> dict:
-    """Evaluate for the task ("classification" or "segmentation")."""
-    if task == "segmentation":
-        return evaluate_segmentation(model, loader, device, num_classes, **kwargs)
-    return evaluate_classification(model, loader, device, **kwargs)
+    """Evaluate for the task (a key of ``EVALUATORS``)."""
+    return EVALUATORS[task](model, loader, device, num_classes, **kwargs)
 
 
 def headline(metrics: dict, task: str) -> tuple[str, float]:
     """The number a paper table shows for the task."""
-    return ("mIoU", metrics["mIoU"]) if task == "segmentation" else ("top1", metrics["top1"])
+    name = HEADLINES[task]
+    return name, metrics[name]
 
 
 class EarlyStopping:

@@ -12,22 +12,18 @@ same error feedback) and plots accuracy against cumulative bytes for all of them
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 import datasets
-from datasets.partition import parse_partition, partition_indices
 from nnc_core.fl import FLOptions, ServerLink
+from nnc_core.fl.protocol import float32_bytes
+from nnc_core.fl.views import exchange_view
 
-from .builders import (build_model, dataset_info, experiment_parser, loader, setup_errors,
-                       start_run)
+from .builders import dataset_info, experiment_parser, loader, start_run
 from .config import add_run_arguments
-from .engine import evaluate, train_one_epoch
+from .fl_tasks import create_task
 from .plots import plot_traffic_accuracy
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -46,9 +42,12 @@ APP_DIR = Path(__file__).resolve().parent / "flower_app"
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = experiment_parser(prog, DESCRIPTION, EXAMPLES)
     fed = parser.add_argument_group("federation")
-    fed.add_argument("--num_clients", type=int, default=3, help="clients (default 3)")
+    fed.add_argument("--num_clients", type=int, default=None,
+                     help="clients (default 3; for v2x one per region file)")
     fed.add_argument("--epochs", type=int, default=5, help="communication rounds (default 5)")
-    fed.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA (default iid)")
+    fed.add_argument("--partition", default=None,
+                     help="iid or dirichlet:ALPHA for images (default iid); regions or iid "
+                          "for v2x (default regions: a client per region)")
     fed.add_argument("--engine", default="simulation", choices=ENGINE_NAMES,
                      help="Flower's simulation engine (Ray), its deployment engine (a SuperLink "
                           "and one SuperNode per client as processes on this machine), or in "
@@ -77,9 +76,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     nnc.add_argument("--hdsp", action="store_true", help="history-dependent significance")
     nnc.add_argument("--row_skipping", action=argparse.BooleanOptionalAction, default=True)
     nnc.add_argument("--bitdepth", type=int, default=None)
-    nnc.add_argument("--bnf", action="store_true", help="BatchNorm folding (not implemented in FL)")
+    nnc.add_argument("--bnf", action="store_true",
+                     help="FedBNF: BatchNorm folded into a scale and bias per channel on the "
+                          "clients; running statistics stay local")
+    nnc.add_argument("--bnf_momentum", type=float, default=0.3,
+                     help="share of the global BatchNorm a client takes each round (0.3)")
     data = parser.add_argument_group("model, data and local training")
-    data.add_argument("--model", default="resnet20")
+    data.add_argument("--model", default=None,
+                      help="resnet20 for images, tinyllama for v2x (the defaults)")
+    data.add_argument("--TLM_size", type=int, default=0, choices=range(4),
+                      help="tinyllama size: 0.41 M, 10.0 M, 31.8 M, 85.1 M parameters (default 0)")
+    data.add_argument("--max_seq_len", type=int, default=None,
+                      help="tokens per record for language models (default: the longest "
+                           "record of the layout, plus one)")
     data.add_argument("--model_rand_int", action=argparse.BooleanOptionalAction, default=True,
                       help="start from a random initialisation (default; --no-model_rand_int "
                            "loads the shipped or pretrained weights)")
@@ -104,71 +113,42 @@ def fl_options(args, codec: str) -> FLOptions:
         compress_differences=args.compress_differences, err_accumulation=args.err_accumulation,
         qp=args.qp, diff_qp=args.diff_qp, nonweight_qp=args.nonweight_qp, use_dq=args.use_dq,
         sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor, tca=args.tca,
-        hdsp=args.hdsp, bnf=args.bnf, row_skipping=args.row_skipping, bitdepth=args.bitdepth,
+        hdsp=args.hdsp, bnf=args.bnf, bnf_momentum=args.bnf_momentum, row_skipping=args.row_skipping, bitdepth=args.bitdepth,
         codec=codec, topk_share=args.topk_share, window=args.window)
 
 
 # ----------------------------------------------------------------------------- the task
 
-def float_state(model) -> dict[str, np.ndarray]:
-    """The model's float tensors (weights, biases, BatchNorm statistics), in order."""
-    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
-            for k, v in model.state_dict().items() if v.is_floating_point()}
+_TASKS: dict[str, object] = {}
+
+# data set task -> defaults of the flags left unset: (model, partition, clients)
+TASK_DEFAULTS = {"classification": ("resnet20", "iid", 3),
+                 "segmentation": ("fmnist_segnet", "iid", 3),
+                 "language_modeling": ("tinyllama", "regions", None)}
 
 
-class VisionTask:
-    """Local training of a registered model on one client's share of a data set."""
-
-    def __init__(self, args):
-        torch.manual_seed(args.seed)
-        self.args, self.info = args, dataset_info(args.dataset)
-        self.model, _ = build_model(args.model, args.dataset, self.info, args.model_path,
-                                    random_init=args.model_rand_int)
-        with setup_errors(f"data set {args.dataset!r}"):
-            self.train_set = datasets.create_dataset(args.dataset, root=args.dataset_path,
-                                                     split="train")
-        labels = getattr(self.train_set, "targets", None)
-        if labels is None:
-            labels = [self.train_set[i][1] for i in range(len(self.train_set))]
-        self.parts = partition_indices(np.asarray(labels), args.num_clients, args.partition,
-                                       args.seed)
-
-    def template(self) -> dict[str, np.ndarray]:
-        return float_state(self.model)
-
-    def train(self, weights, partition: int, server_round: int):
-        torch.set_num_threads(1)
-        torch.manual_seed(self.args.seed + 1000 * server_round + partition)
-        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()},
-                                   strict=False)
-        subset = torch.utils.data.Subset(self.train_set, self.parts[partition].tolist())
-        batches = torch.utils.data.DataLoader(subset, batch_size=self.args.batch_size, shuffle=True)
-        decay = [p for p in self.model.parameters() if p.dim() > 1]
-        rest = [p for p in self.model.parameters() if p.dim() <= 1]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.args.weight_decay},
-                                       {"params": rest, "weight_decay": 0.0}], lr=self.args.lr)
-        loss = train_one_epoch(self.model, batches, optimizer, "cpu", task=self.info.task,
-                               max_batches=self.args.max_batches, verbose=False)
-        samples = min(len(subset), self.args.max_batches * self.args.batch_size)
-        return float_state(self.model), samples, {"train_loss": loss}
-
-    def evaluate(self, weights, test_loader) -> dict:
-        model = copy.deepcopy(self.model)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
-        metrics = evaluate(model, test_loader, "cpu", self.info.task, self.info.num_classes,
-                           max_batches=self.args.max_batches_test or None, verbose=False)
-        return {"accuracy": metrics.get("top1", metrics.get("miou", 0.0)), "test_loss": metrics["loss"]}
+def resolve_defaults(args) -> argparse.Namespace:
+    """Fill ``--model``, ``--partition``, ``--num_clients`` (and ``--max_seq_len``) for the
+    data set's task."""
+    model, partition, clients = TASK_DEFAULTS[dataset_info(args.dataset).task]
+    args = argparse.Namespace(**vars(args))
+    args.model = args.model or model
+    args.partition = args.partition or partition
+    if clients is None:         # a language data set: one client per token file
+        root = datasets.v2x.resolve_root(args.dataset_path)
+        args.num_clients = args.num_clients or datasets.v2x.num_clients(root)
+        args.max_seq_len = args.max_seq_len or datasets.v2x.record_length(root)
+    elif args.num_clients is None:
+        args.num_clients = clients
+    return args
 
 
-_TASKS: dict[str, VisionTask] = {}
-
-
-def shared_task(args) -> VisionTask:
+def shared_task(args):
     """One task per process and configuration (clients of the simulation engine run in
     worker processes that serve several rounds)."""
     key = json.dumps(vars(args), sort_keys=True, default=str)
     if key not in _TASKS:
-        _TASKS[key] = VisionTask(args)
+        _TASKS[key] = create_task(args)
     return _TASKS[key]
 
 
@@ -200,6 +180,8 @@ def summarize(history, model_bytes: int, num_clients: int) -> tuple[list[dict], 
                                       max(total["float32"] + total["initial_float32"], 1),
         "final_accuracy": history[-1].metrics.get("accuracy") if history else None,
     }
+    if history and "perplexity" in history[-1].metrics:
+        summary["final_perplexity"] = history[-1].metrics["perplexity"]
     return rows, summary
 
 
@@ -218,17 +200,23 @@ def make_strategy(args, log):
     from nnc_core.fl.flower import NNCFedAvg
 
     codec, task = args.codec, shared_task(args)
+    options = fl_options(args, codec)
+    view = exchange_view(options, task)
     test_loader = loader(args, "test", task.info, shuffle=False)
 
     def on_round(entry):
         t = entry.traffic
-        log.print(f"[{codec}] round {entry.round}: accuracy {entry.metrics.get('accuracy', 0):.2f} %, "
+        perplexity = entry.metrics.get("perplexity")
+        log.print(f"[{codec}] round {entry.round}: accuracy {entry.metrics.get('accuracy', 0):.2f} %"
+                  f"{'' if perplexity is None else f', perplexity {perplexity:.4f}'}, "
                   f"up {t.up:,} B, down {t.down + t.initial:,} B, failures {t.failures}")
         log.log({f"{codec}/accuracy": entry.metrics.get("accuracy"), f"{codec}/bytes_up": t.up,
                  f"{codec}/bytes_down": t.down + t.initial}, step=entry.round)
 
-    return NNCFedAvg(ServerLink(task.template(), fl_options(args, codec)),
-                     evaluate=lambda weights: task.evaluate(weights, test_loader),
+    template = task.template()
+    server = ServerLink(view.exchanged(template), options, model_bytes=float32_bytes(template))
+    return NNCFedAvg(server,
+                     evaluate=lambda weights: task.evaluate(view.model(weights, None), test_loader),
                      on_round=on_round, min_available_nodes=args.num_clients,
                      min_train_nodes=args.num_clients)
 
@@ -311,9 +299,9 @@ def summary_table(runs: list[dict]) -> str:
 
 def run(args) -> dict:
     try:
-        parse_partition(args.partition)
-        fl_options(args, args.codec)
-    except (ValueError, NotImplementedError, TypeError) as error:
+        args = resolve_defaults(args)
+        exchange_view(fl_options(args, args.codec), shared_task(args))
+    except (ValueError, TypeError) as error:
         raise SystemExit(f"error: {error}") from None
     _, _, out_dir, log = start_run(args, project="nnc-fl")
     codecs = [args.codec] + [c for c in BASELINES if args.baselines and c != args.codec]

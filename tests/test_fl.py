@@ -201,8 +201,6 @@ def test_server_state_does_not_grow_with_rounds():
 
 
 def test_options_that_cannot_act_raise():
-    with pytest.raises(NotImplementedError, match="bnf"):
-        FLOptions(bnf=True)
     with pytest.raises(ValueError, match="unknown update codec"):
         FLOptions(codec="zip").codec_for(True)
     with pytest.raises(ValueError, match="compress_differences"):

@@ -23,6 +23,7 @@ from flwr.supercore import log
 
 from ..errors import DecodeError
 from .protocol import ClientLink, FLOptions, RoundTraffic, ServerLink
+from .views import exchange_view
 
 DOWN, UP, STATE = "nnc_down", "nnc_up", "nnc_client"
 
@@ -38,6 +39,8 @@ class Task(Protocol):
         """Train from ``weights`` on partition ``partition``; returns the new weights, the
         number of samples actually trained on, and metrics."""
 
+    # optional, for ``bnf``: batchnorm_blocks() -> the model's (weight, BatchNorm) pairs
+
 
 def _down_record(message: dict) -> ConfigRecord:
     return ConfigRecord({"version": message["version"], "first_version": message["first_version"],
@@ -50,18 +53,21 @@ class NNClient:
 
     def __init__(self, task: Task, options: FLOptions, partition: int):
         self.task, self.options, self.partition = task, options, partition
+        self.view = exchange_view(options, task)
 
     def handle(self, message: Message, context: Context) -> Message:
-        template = self.task.template()
+        template = self.view.exchanged(self.task.template())
         saved = context.state.get(STATE)
         link = ClientLink.from_bytes(saved["blob"], template, self.options) if saved else \
             ClientLink(self.partition + 1, template, self.options)
         down = message.content[DOWN]
         server_round = int(message.content["config"]["server-round"])
-        weights = link.receive({k: down[k] for k in down.keys()})
+        received = link.receive({k: down[k] for k in down.keys()})
+        weights = self.view.model(received, link.kept)
         start = time.perf_counter()
         trained, samples, metrics = self.task.train(weights, self.partition, server_round)
-        upload = link.send(trained)
+        link.kept = self.view.kept(trained) or None
+        upload = link.send(self.view.upload(received, weights, trained))
         context.state[STATE] = ConfigRecord({"blob": link.to_bytes()})
         reply = RecordDict({
             UP: ConfigRecord({"upload": upload, "version": link.version}),

@@ -35,7 +35,8 @@ NNC_OPTIONS = ("qp", "diff_qp", "nonweight_qp", "use_dq", "sparsity", "struct_sp
 @dataclass
 class FLOptions:
     """Options of NNCodec's federated pipeline (its flag names and defaults), plus the
-    codec of the update (``nnc`` or a baseline of :mod:`.codecs`)."""
+    codec of the update (``nnc`` or a baseline of :mod:`.codecs`). ``bnf`` folds BatchNorm
+    on the clients (:class:`.views.FedBNF`, blending at ``bnf_momentum``)."""
     compress_upstream: bool = True
     compress_downstream: bool = True
     compress_differences: bool = True
@@ -49,6 +50,7 @@ class FLOptions:
     tca: bool = False
     hdsp: bool = False
     bnf: bool = False
+    bnf_momentum: float = 0.3
     row_skipping: bool = True
     bitdepth: int | None = None
     codec: str = "nnc"
@@ -56,9 +58,8 @@ class FLOptions:
     window: int = 8
 
     def __post_init__(self):
-        if self.bnf:
-            raise NotImplementedError("bnf in federated learning (BatchNorm folded on the "
-                                      "clients, FedBNF) is not implemented")
+        if not 0.0 < self.bnf_momentum <= 1.0:
+            raise ValueError(f"bnf_momentum must be in (0, 1], got {self.bnf_momentum}")
         if self.window < 1:
             raise ValueError("window must be >= 1")
 
@@ -146,7 +147,8 @@ def pack_resync(model: Tensors, state: CodingState | None, version: int) -> byte
 @dataclass
 class ClientLink:
     """A client's end: its copy of the global model, its decoder state for broadcasts, its
-    encoder state and residual for uploads."""
+    encoder state and residual for uploads, and the tensors it keeps to itself (``kept``,
+    see :mod:`.views`)."""
     device_id: int
     template: Tensors
     options: FLOptions
@@ -155,6 +157,7 @@ class ClientLink:
     down_state: CodingState | None = None
     up_state: CodingState | None = None
     residual: Tensors | None = None
+    kept: Tensors | None = None
 
     def __post_init__(self):
         self.down = self.options.codec_for(self.options.compress_downstream)
@@ -211,6 +214,7 @@ class ClientLink:
                   "up_state": _state_bytes(self.up_state)}
         _pack_tensors("global_", self.global_model, arrays)
         _pack_tensors("residual_", self.residual, arrays)
+        _pack_tensors("kept_", self.kept, arrays)
         return _pack(arrays)
 
     @classmethod
@@ -219,7 +223,7 @@ class ClientLink:
         return cls(int(arrays["device_id"]), template, options,
                    _unpack_tensors("global_", arrays), int(arrays["version"]),
                    _state_from(arrays["down_state"]), _state_from(arrays["up_state"]),
-                   _unpack_tensors("residual_", arrays))
+                   _unpack_tensors("residual_", arrays), _unpack_tensors("kept_", arrays))
 
 
 # ----------------------------------------------------------------------------- server
@@ -241,9 +245,13 @@ class ServerLink:
     """The server's end: master and broadcast global model, the broadcast's encoder state
     and its recent streams, one decoder state per client."""
 
-    def __init__(self, initial: Tensors, options: FLOptions):
+    def __init__(self, initial: Tensors, options: FLOptions, model_bytes: int | None = None):
+        """``initial``: the exchanged tensors of the first model; ``model_bytes``: the float32
+        size of what uncompressed FedAvg would exchange (default: of ``initial``), the
+        yardstick of every transfer."""
         self.options = options
         self.template = OrderedDict((k, np.asarray(v, np.float32)) for k, v in initial.items())
+        self.model_bytes = float32_bytes(self.template) if model_bytes is None else model_bytes
         self.down = options.codec_for(options.compress_downstream)
         self.up = options.codec_for(options.compress_upstream)
         self.down_state = self.down.new_state(0)
@@ -259,10 +267,6 @@ class ServerLink:
         self.traffic = RoundTraffic()
         self.pending: list[tuple[Tensors, float]] = []
         self.last_error: str | None = None       # why the last failed upload did not decode
-
-    @property
-    def model_bytes(self) -> int:
-        return float32_bytes(self.template)
 
     def downstream(self, node: int) -> dict:
         """The message that brings ``node`` to the current global model; counted."""
