@@ -12,6 +12,8 @@ example/weights/ and evaluates it on the Fashion-MNIST test set:
     python main.py --model timm/mobilenetv3_small_050 --model_rand_int --pre_train_model
     python main.py --model resnet20 --dataset fashion_mnist --pre_train_model --epochs 15 --lr 0.1
     python main.py --model hf:path/to/llm_folder --qp_sweep -40 -34 --use_dq
+    python main.py --model tinyllama --dataset v2x --model_path results/tlm/tinyllama_0_v2x.pt \
+        --qp_sweep -38 -32 -26 -20 --use_dq --baselines      # perplexity per bit
 
 Results go to --results: a JSON file, the .nnc bitstream of every qp, the resolved
 args.yaml and, for a sweep, a rate-accuracy plot. An hf:<path> checkpoint (a local Hugging
@@ -62,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "magnitude is below GAIN times the layer's mean (default 0: off; "
                              "NNCodec's 0.9 is meant for updates and removes about half the "
                              "channels of a full model)")
+    coding.add_argument("--baselines", action="store_true",
+                        help="also evaluate the weights rounded to float16 and to 8 and 4 bits "
+                             "(round-to-nearest, one scale per output channel), with their bits "
+                             "per parameter, and plot the metric (perplexity for language "
+                             "models) against bits for all")
     coding.add_argument("--approx_method", choices=["uniform", "codebook"], default="uniform")
     coding.add_argument("--bitdepth", type=int, default=None,
                         help="integer bit depth of the quantized weights (default: none)")

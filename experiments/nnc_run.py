@@ -24,7 +24,8 @@ from . import report
 from .builders import (build_model, checkpoint_path, file_stem, full_precision_training, loader,
                        start_run)
 from .engine import evaluate, headline
-from .plots import plot_rate_accuracy, plot_segmentation_masks
+from .plots import plot_bits_metric, plot_rate_accuracy, plot_segmentation_masks
+from .rounding import BASELINES, parameter_count, rounded_state
 from .tracking import RunLogger
 
 
@@ -102,6 +103,8 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
         "coders": coders, "layers": [t.row() for t in coded.tensors],
         "weight_sparsity": weight_sparsity(coded),
     }
+    if "perplexity" in metrics:
+        result["perplexity"] = metrics["perplexity"]
     if args.verbose:
         log.print(f"\nqp {qp}: per-tensor sizes\n{report.layer_table(result['layers'])}")
         weights = coded_weights(coded)
@@ -113,6 +116,22 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
     if args.plot_segmentation_masks and info.task == "segmentation":
         result["masks"] = str(save_masks(model, restored, loaders["test"], info, device, qp, out_dir))
     return result
+
+
+def rounding_baseline(model, name: str, bits, args, info, device, loaders, log) -> dict:
+    """The model with its weights rounded as ``name`` (:mod:`.rounding`), evaluated."""
+    state, total_bits = rounded_state(model.state_dict(), bits)
+    rounded = copy.deepcopy(model)
+    rounded.load_state_dict(state)
+    metrics = evaluate(rounded, loaders["test"], device, info.task, info.num_classes,
+                       max_batches=args.max_eval_batches, desc=f"eval {name}", verbose=args.verbose)
+    metric_name, value = headline(metrics, info.task)
+    row = {"method": name, "bits_per_param": total_bits / parameter_count(model.state_dict()),
+           "compressed_bytes": total_bits // 8, "metric_name": metric_name, "decoded": value,
+           "decoded_metrics": metrics}
+    if "perplexity" in metrics:
+        row["perplexity"] = metrics["perplexity"]
+    return row
 
 
 @torch.no_grad()
@@ -149,18 +168,30 @@ def run(args) -> dict:
     original = evaluate(model, loaders["test"], device, info.task, info.num_classes,
                         max_batches=args.max_eval_batches, desc="eval original", verbose=args.verbose)
     metric_name, value = headline(original, info.task)
-    log.print(f"{args.model} on {args.dataset} ({source}): {metric_name} {value:.2f}%")
+    extra = f", perplexity {original['perplexity']:.4f}" if "perplexity" in original else ""
+    log.print(f"{args.model} on {args.dataset} ({source}): {metric_name} {value:.2f}%{extra}")
     qps = args.qp_sweep or [args.qp]
     runs = [compress_and_evaluate(model, qp, args, info, device, loaders, original, out_dir, log)
             for qp in qps]
     log.print(f"\n{report.run_table(runs)}")
+    baselines = [rounding_baseline(model, name, bits, args, info, device, loaders, log)
+                 for name, bits in BASELINES.items()] if args.baselines else []
+    if baselines:
+        log.print(f"\n{report.baseline_table(baselines)}")
     results = {"model": args.model, "dataset": args.dataset, "weights": source,
                "device": str(device), "options": {k: v for k, v in coding_options(args, 0).items()
                                                   if k != "qp"},
                "runs": runs}
+    title = f"{args.model} on {args.dataset}"
     if len(runs) > 1:
         plot = out_dir / f"{file_stem(args.model)}_rate_accuracy.png"
-        results["plot"] = str(plot_rate_accuracy(runs, plot, f"{args.model} on {args.dataset}"))
+        results["plot"] = str(plot_rate_accuracy(runs, plot, title))
+    if baselines:
+        results["baselines"] = baselines
+        metric = "perplexity" if "perplexity" in original else metric_name
+        plot = out_dir / f"{file_stem(args.model)}_bits_{metric}.png"
+        results["baselines_plot"] = str(plot_bits_metric(runs, baselines, original, metric,
+                                                         plot, title))
     path = report.write_json(results, out_dir / f"{file_stem(args.model)}_results.json")
     log.print(f"results: {path}")
     log.finish()

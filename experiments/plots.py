@@ -34,6 +34,34 @@ def plot_rate_accuracy(runs: list[dict], path: str | Path, title: str = "") -> P
     return path
 
 
+def plot_bits_metric(runs: list[dict], baselines: list[dict], original: dict, metric: str,
+                     path: str | Path, title: str = "") -> Path:
+    """``metric`` (e.g. perplexity) against bits per parameter: NNC at each qp as a line,
+    the rounding baselines as points, the uncompressed model as a horizontal line."""
+    runs = sorted(runs, key=lambda r: r["bits_per_param"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["bits_per_param"] for r in runs], [r["decoded_metrics"][metric] for r in runs],
+            "o-", label="NNC")
+    for r in runs:
+        ax.annotate(f"qp {r['qp']}", (r["bits_per_param"], r["decoded_metrics"][metric]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for i, b in enumerate(baselines):
+        ax.plot(b["bits_per_param"], b["decoded_metrics"][metric], "s", color=f"C{i + 1}",
+                label=b["method"])
+    ax.axhline(original[metric], color="gray", ls="--", label="float32")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bits per parameter")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Test score, sparsity and compressed size of a quantized training run, per epoch
     (epoch 0 is the network right after its first quantization)."""

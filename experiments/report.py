@@ -49,8 +49,26 @@ def coder_table(coders: dict, original_bytes: int, params: int) -> str:
     return format_table(rows, CODER_COLUMNS)
 
 
+BASELINE_COLUMNS = [("method", "baseline", "s"), ("metric_name", "metric", "s"),
+                    ("decoded", "decoded", ".2f"), ("compressed_bytes", "bytes", "d"),
+                    ("bits_per_param", "bits/param", ".3f")]
+PERPLEXITY_COLUMN = ("perplexity", "perplexity", ".4f")
+
+
+def _with_perplexity(rows: list[dict], columns: list) -> list:
+    """The columns, with perplexity after the metric's for language models."""
+    if not any("perplexity" in r for r in rows):
+        return columns
+    at = [k for k, _, _ in columns].index("decoded") + 1
+    return columns[:at] + [PERPLEXITY_COLUMN] + columns[at:]
+
+
 def run_table(runs: list[dict]) -> str:
-    return format_table(runs, RUN_COLUMNS)
+    return format_table(runs, _with_perplexity(runs, RUN_COLUMNS))
+
+
+def baseline_table(rows: list[dict]) -> str:
+    return format_table(rows, _with_perplexity(rows, BASELINE_COLUMNS))
 
 
 def write_json(data, path: str | Path) -> Path:

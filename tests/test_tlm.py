@@ -110,3 +110,19 @@ def test_tokenize_a_v2x_table(tmp_path):
     assert num_clients(str(out)) == 2
     train = V2XTokens(str(out), "train", max_seq_len=64)
     assert train.clients == ["highway", "park"] and len(train) == 16
+
+
+def test_main_reports_perplexity_per_bit(layout, tmp_path):
+    run("tlm", "train", "--steps", "2", "--dataset_path", str(layout), "--results", str(tmp_path),
+        "--qos_records", "0", "--no-verbose")
+    subprocess.run([sys.executable, "main.py", "--model", "tinyllama", "--dataset", "v2x",
+                    "--dataset_path", str(layout), "--model_path", str(tmp_path / "tinyllama_0_v2x.pt"),
+                    "--qp_sweep", "-34", "-22", "--use_dq", "--baselines", "--results", str(tmp_path),
+                    "--no-verbose"], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    results = json.loads((tmp_path / "tinyllama_results.json").read_text())
+    bits = {b["method"]: b["bits_per_param"] for b in results["baselines"]}
+    assert bits["float16"] == 16 and 8 < bits["int8 RTN"] < 8.5 and 4 < bits["int4 RTN"] < 4.5
+    nnc = sorted(results["runs"], key=lambda r: r["qp"])
+    assert nnc[0]["bits_per_param"] > nnc[1]["bits_per_param"]
+    assert all(r["perplexity"] >= 1 for r in nnc + results["baselines"])
+    assert Path(results["baselines_plot"]).stat().st_size > 0
