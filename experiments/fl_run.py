@@ -65,9 +65,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         nnc.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True)
     nnc.add_argument("--err_accumulation", action=argparse.BooleanOptionalAction, default=True,
                      help="error feedback: what coding drops is sent with the next update")
-    nnc.add_argument("--qp", type=int, default=-32, help="qp of the first model and of the "
-                     "sparsification step (default -32)")
+    nnc.add_argument("--qp", type=int, default=-32,
+                     help="qp of the sparsification step and of updates (default -32)")
     nnc.add_argument("--diff_qp", type=int, default=None, help="qp of updates (default: --qp)")
+    nnc.add_argument("--initial_qp", type=int, default=-32,
+                     help="qp of the first distribution of the model (default -32)")
     nnc.add_argument("--nonweight_qp", type=int, default=-75)
     nnc.add_argument("--use_dq", action=argparse.BooleanOptionalAction, default=True)
     nnc.add_argument("--sparsity", type=float, default=0.0)
@@ -111,9 +113,11 @@ def fl_options(args, codec: str) -> FLOptions:
     return FLOptions(
         compress_upstream=args.compress_upstream, compress_downstream=args.compress_downstream,
         compress_differences=args.compress_differences, err_accumulation=args.err_accumulation,
-        qp=args.qp, diff_qp=args.diff_qp, nonweight_qp=args.nonweight_qp, use_dq=args.use_dq,
+        qp=args.qp, diff_qp=args.diff_qp, initial_qp=args.initial_qp,
+        nonweight_qp=args.nonweight_qp, use_dq=args.use_dq,
         sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor, tca=args.tca,
-        hdsp=args.hdsp, bnf=args.bnf, bnf_momentum=args.bnf_momentum, row_skipping=args.row_skipping, bitdepth=args.bitdepth,
+        hdsp=args.hdsp, bnf=args.bnf, bnf_momentum=args.bnf_momentum,
+        row_skipping=args.row_skipping, bitdepth=args.bitdepth,
         codec=codec, topk_share=args.topk_share, window=args.window)
 
 

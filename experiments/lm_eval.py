@@ -3,9 +3,10 @@
 For every QoS feature of a test record (``datasets.v2x.QOS_FEATURES``) the model sees the
 record up to and including ``<feature> =`` (so everything before it, side information and
 earlier QoS values included) and continues greedily until the separator; the continuation
-is parsed as a number. Reported per feature: the mean relative error
-``|predicted - true| / |true|`` over the records where it parsed, and the share that did not
-parse (counted apart, not as an error of 100 %). Token top-1 accuracy and perplexity come
+is parsed as a number. Reported per feature over the records where it parsed: the mean
+relative error ``|predicted - true| / |true|`` and the mean absolute error (in the feature's
+unit; the relative error is ill-conditioned for values near zero, such as an SNR in dB);
+and how many did not parse (counted apart, not as an error of 100 %). Token top-1 accuracy and perplexity come
 from :func:`experiments.engine.evaluate_language_model`.
 """
 from __future__ import annotations
@@ -52,7 +53,9 @@ def qos_prediction_errors(model, tokenizer, records: list[str], *,
             if predicted is None:
                 failed[key] += 1
             else:
-                errors[key].append(abs(predicted - true) / max(abs(true), 1e-6))
-    return {f: {"relative_error": float(np.mean(errors[f])) if errors[f] else None,
+                errors[key].append((abs(predicted - true) / max(abs(true), 1e-6),
+                                    abs(predicted - true)))
+    return {f: {"relative_error": float(np.mean([e[0] for e in errors[f]])) if errors[f] else None,
+                "absolute_error": float(np.mean([e[1] for e in errors[f]])) if errors[f] else None,
                 "parsed": len(errors[f]), "records": len(errors[f]) + failed[f]}
             for f in features}

@@ -105,8 +105,11 @@ def evaluate_checkpoint(model, args, log) -> dict:
     log.print(f"test: top-1 {metrics['top1']:.2f} %, perplexity {metrics['perplexity']:.4f} "
               f"({metrics['tokens']:,} tokens{', SYNTHETIC data' if test.synthetic else ''})")
     for feature, row in metrics["qos"].items():
-        error = "-" if row["relative_error"] is None else f"{100 * row['relative_error']:.2f} %"
-        log.print(f"  {feature:<10} relative error {error:>9}  ({row['parsed']}/{row['records']} parsed)")
+        if row["relative_error"] is None:
+            log.print(f"  {feature:<10} no prediction parsed ({row['records']} records)")
+            continue
+        log.print(f"  {feature:<10} relative error {100 * row['relative_error']:7.2f} %, absolute "
+                  f"{row['absolute_error']:8.3f}  ({row['parsed']}/{row['records']} parsed)")
     return metrics
 
 

@@ -205,3 +205,17 @@ def test_options_that_cannot_act_raise():
         FLOptions(codec="zip").codec_for(True)
     with pytest.raises(ValueError, match="compress_differences"):
         FLOptions(tca=True, compress_differences=False).codec_for(True)
+
+
+def test_the_first_model_is_coded_at_initial_qp_whatever_the_update_qp():
+    model = initial_model()
+    sizes = {}
+    for initial_qp in (-40, -20):
+        server = ServerLink(model, FLOptions(qp=-18, initial_qp=initial_qp))
+        first = server.streams[1]
+        client = ClientLink(1, PullTask().template(), FLOptions(qp=-18, initial_qp=initial_qp))
+        received = client.receive(server.downstream(1))
+        step = 2.0 ** (initial_qp / 4)      # dependent quantization: within two steps
+        assert max(np.abs(received[k] - model[k]).max() for k in ("conv.weight", "fc.weight")) <= 2 * step
+        sizes[initial_qp] = len(first)
+    assert sizes[-40] > 1.5 * sizes[-20]

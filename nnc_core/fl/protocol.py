@@ -35,7 +35,9 @@ NNC_OPTIONS = ("qp", "diff_qp", "nonweight_qp", "use_dq", "sparsity", "struct_sp
 @dataclass
 class FLOptions:
     """Options of NNCodec's federated pipeline (its flag names and defaults), plus the
-    codec of the update (``nnc`` or a baseline of :mod:`.codecs`). ``bnf`` folds BatchNorm
+    codec of the update (``nnc`` or a baseline of :mod:`.codecs`). ``initial_qp`` codes the
+    first distribution of the model (NNCodec sends it uncompressed; a coarse update qp such as
+    -18 would zero most of a fresh initialisation). ``bnf`` folds BatchNorm
     on the clients (:class:`.views.FedBNF`, blending at ``bnf_momentum``)."""
     compress_upstream: bool = True
     compress_downstream: bool = True
@@ -43,6 +45,7 @@ class FLOptions:
     err_accumulation: bool = False
     qp: int = -32
     diff_qp: int | None = None
+    initial_qp: int = -32
     nonweight_qp: int = -75
     use_dq: bool = True
     sparsity: float = 0.0
@@ -75,10 +78,13 @@ class FLOptions:
         return create_codec(self.codec)
 
     def initial_codec(self, down: UpdateCodec) -> UpdateCodec:
-        """The codec of the first distribution: NNC at ``qp`` (not sparsified) where NNC
-        codes the broadcasts, else float32 (a baseline codes updates, not models)."""
-        return down if self.codec == "nnc" and self.compress_downstream else \
-            create_codec("float32")
+        """The codec of the first distribution: NNC at ``initial_qp`` (not sparsified) where
+        NNC codes the broadcasts, else float32 (a baseline codes updates, not models)."""
+        if self.codec != "nnc" or not self.compress_downstream:
+            return create_codec("float32")
+        options = {k: getattr(self, k) for k in NNC_OPTIONS}
+        options["qp"] = self.initial_qp
+        return create_codec("nnc", **{k: v for k, v in options.items() if v is not None})
 
     def to_dict(self) -> dict:
         return asdict(self)
