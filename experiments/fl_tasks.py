@@ -22,7 +22,18 @@ from nnc_core.nn import batchnorm_blocks
 from .builders import build_model, dataset_info, setup_errors
 from .engine import evaluate, train_one_epoch
 
-WARMUP_SHARE = 0.05        # of the federation's local steps
+WARMUP_SHARE = 0.05        # of the training steps
+
+
+def cosine_with_warmup(steps: int, warmup_share: float = WARMUP_SHARE):
+    """``LambdaLR`` factor: linear warm-up, then cosine decay to zero at ``steps``."""
+    warmup = max(1, int(warmup_share * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+    return factor
 
 
 def float_state(model) -> dict[str, np.ndarray]:
@@ -149,16 +160,9 @@ class LanguageTask(LocalTraining):
         return self.parts[partition]
 
     def schedule(self, server_round: int):
-        steps = self.args.epochs * self.args.max_batches
-        warmup = max(1, int(WARMUP_SHARE * steps))
+        factor = cosine_with_warmup(self.args.epochs * self.args.max_batches)
         done = (server_round - 1) * self.args.max_batches
-
-        def factor(step: int) -> float:
-            step += done
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-        return factor
+        return lambda step: factor(done + step)
 
 
 def build_language_model(args, info):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from datasets.v2x_tokenizer import V2XTokenizer, build_v2x
 from .builders import dataset_info, experiment_parser, setup_errors, start_run
 from .config import add_run_arguments
 from .engine import evaluate_language_model, train_one_epoch
-from .fl_tasks import adamw, build_language_model
+from .fl_tasks import adamw, build_language_model, cosine_with_warmup
 from .lm_eval import qos_prediction_errors
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -72,16 +71,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def default_path(args) -> str:
     return f"{args.results}/{args.model}_{args.TLM_size}_{args.dataset}.pt"
-
-
-def cosine_with_warmup(steps: int, warmup_share: float = 0.05):
-    warmup = max(1, int(warmup_share * steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-    return factor
 
 
 def _split(args, split: str):
