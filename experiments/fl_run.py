@@ -302,6 +302,9 @@ def summary_table(runs: list[dict]) -> str:
 
 
 def run(args) -> dict:
+    if args.device not in (None, "cpu"):
+        raise SystemExit("error: --device: federated clients train on the CPU (the engines "
+                         "give each client one CPU and no GPU)")
     try:
         args = resolve_defaults(args)
         exchange_view(fl_options(args, args.codec), shared_task(args))

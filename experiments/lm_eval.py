@@ -29,8 +29,8 @@ def _number(text: str) -> float | None:
 
 
 @torch.no_grad()
-def qos_prediction_errors(model, tokenizer, records: list[str], *,
-                          features=QOS_FEATURES, verbose: bool = True) -> dict:
+def qos_prediction_errors(model, tokenizer, records: list[str], *, features=QOS_FEATURES,
+                          device="cpu", verbose: bool = True) -> dict:
     """``{feature: {"relative_error", "parsed", "records"}}`` over ``records`` (texts)."""
     model.eval()
     errors = {f: [] for f in features}
@@ -45,9 +45,9 @@ def qos_prediction_errors(model, tokenizer, records: list[str], *,
             if key not in errors or _number(truth[key]) is None:
                 continue
             prompt = separator.join(groups[:i] + [f"{key} ="])
-            tokens = torch.tensor([tokenizer.encode(prompt)])
+            tokens = torch.tensor([tokenizer.encode(prompt)], device=device)
             out = model.generate(tokens, MAX_VALUE_TOKENS, stop_token=tokenizer.separator_id)
-            new = [t for t in out[0, tokens.shape[1]:].tolist()]
+            new = out[0, tokens.shape[1]:].tolist()
             cut = next((j for j, t in enumerate(new) if t in stops), len(new))
             predicted, true = _number(tokenizer.decode(new[:cut])), _number(truth[key])
             if predicted is None:

@@ -79,18 +79,22 @@ def _split(args, split: str):
                                        max_seq_len=args.max_seq_len)
 
 
-def evaluate_checkpoint(model, args, log) -> dict:
+def evaluate_checkpoint(model, args, device, log) -> dict:
     """Token metrics on the test records and QoS prediction errors of the first
     ``--qos_records`` of them."""
     test = _split(args, "test")
-    loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size)
-    metrics = evaluate_language_model(model, loader, "cpu", verbose=args.verbose,
+    loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, num_workers=args.workers)
+    metrics = evaluate_language_model(model, loader, device, verbose=args.verbose,
                                       max_batches=args.max_batches_test or None)
     root = resolve_root(args.dataset_path)
     tokenizer = V2XTokenizer.load(f"{root}/tokenizer.model")
     texts = [tokenizer.decode(seq[seq != tokenizer.pad_id]) for seq in test.sequences[:args.qos_records]]
-    metrics["qos"] = qos_prediction_errors(model, tokenizer, texts, verbose=args.verbose)
+    metrics["qos"] = qos_prediction_errors(model, tokenizer, texts, device=device,
+                                           verbose=args.verbose)
     metrics["synthetic_data"] = test.synthetic
+    log.log({"test/top1": metrics["top1"], "test/perplexity": metrics["perplexity"],
+             **{f"qos/{f}_relative_error": row["relative_error"]
+                for f, row in metrics["qos"].items() if row["relative_error"] is not None}})
     log.print(f"test: top-1 {metrics['top1']:.2f} %, perplexity {metrics['perplexity']:.4f} "
               f"({metrics['tokens']:,} tokens{', SYNTHETIC data' if test.synthetic else ''})")
     for feature, row in metrics["qos"].items():
@@ -102,39 +106,40 @@ def evaluate_checkpoint(model, args, log) -> dict:
     return metrics
 
 
-def train(args, log) -> dict:
+def train(args, device, log) -> dict:
     info = dataset_info(args.dataset)
     args.model_rand_int, path = True, args.model_path or default_path(args)
-    model = build_language_model(args, info)
+    model = build_language_model(args, info).to(device)
     data = torch.utils.data.DataLoader(_split(args, "train"), batch_size=args.batch_size,
                                        shuffle=True, num_workers=args.workers)
     optimizer = adamw(model, args.lr, args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(args.steps))
     done, losses = 0, []
     while done < args.steps:
-        losses.append(train_one_epoch(model, data, optimizer, "cpu", task=info.task,
+        losses.append(train_one_epoch(model, data, optimizer, device, task=info.task,
                                       max_batches=args.steps - done, verbose=args.verbose,
                                       scheduler=scheduler, clip_grad=1.0,
                                       desc=f"train {done}/{args.steps}"))
         done += min(len(data), args.steps - done)
         log.print(f"step {done}: train loss {losses[-1]:.4f}")
-    metrics = evaluate_checkpoint(model, args, log)
+        log.log({"train_loss": losses[-1]}, step=done)
+    metrics = evaluate_checkpoint(model, args, device, log)
     models.save_checkpoint(model, path, size=args.TLM_size, max_seq_len=args.max_seq_len,
                            steps=args.steps, top1=metrics["top1"], perplexity=metrics["perplexity"])
     log.print(f"checkpoint: {path}")
     return {"checkpoint": path, "train_loss": losses, **metrics}
 
 
-def evaluate(args, log) -> dict:
+def evaluate(args, device, log) -> dict:
     path = args.model_path or default_path(args)
     if not Path(path).exists():
         raise SystemExit(f"error: checkpoint {path} not found (write one with `run.py tlm train`)")
     args.model_rand_int, args.model_path = False, path
-    model = build_language_model(args, dataset_info(args.dataset))
-    return {"checkpoint": path, **evaluate_checkpoint(model, args, log)}
+    model = build_language_model(args, dataset_info(args.dataset)).to(device)
+    return {"checkpoint": path, **evaluate_checkpoint(model, args, device, log)}
 
 
-def tokenize(args, log) -> dict:
+def tokenize(args, device, log) -> dict:
     if not args.table or not args.dataset_path:
         raise SystemExit("error: tokenize needs --table (the CSV) and --dataset_path (the output)")
     if not Path(args.table).exists():
@@ -159,8 +164,9 @@ ACTION_FUNCTIONS = {"tokenize": tokenize, "train": train, "eval": evaluate}
 def run(args) -> dict:
     if args.action != "tokenize" and args.max_seq_len is None:
         args.max_seq_len = record_length(resolve_root(args.dataset_path))
-    _, _, out_dir, log = start_run(args, project="nnc-tlm", args_file=f"tlm_{args.action}_args.yaml")
-    result = ACTION_FUNCTIONS[args.action](args, log)
+    device, _, out_dir, log = start_run(args, project="nnc-tlm",
+                                        args_file=f"tlm_{args.action}_args.yaml")
+    result = ACTION_FUNCTIONS[args.action](args, device, log)
     path = out_dir / f"tlm_{args.action}.json"
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     log.print(f"results: {path}")
