@@ -17,6 +17,7 @@ import torch
 
 import datasets
 from datasets.partition import partition_indices
+from nnc_core.checkpoints import tied_names
 from nnc_core.nn import batchnorm_blocks
 
 from .builders import build_model, dataset_info, setup_errors
@@ -40,13 +41,10 @@ def float_state(model) -> dict[str, np.ndarray]:
     """The model's float tensors (weights, biases, BatchNorm statistics), in order; a tensor
     tied to an earlier one (a language model's output layer and embedding) only under the
     first name, so that it travels once."""
-    out, seen = {}, set()
-    for name, value in model.state_dict().items():
-        storage = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
-        if value.is_floating_point() and storage not in seen:
-            seen.add(storage)
-            out[name] = value.detach().cpu().numpy().astype(np.float32).copy()
-    return out
+    state = model.state_dict()
+    ties = tied_names(state)
+    return {k: v.detach().cpu().numpy().astype(np.float32).copy()
+            for k, v in state.items() if v.is_floating_point() and k not in ties}
 
 
 def adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:

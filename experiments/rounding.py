@@ -12,20 +12,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nnc_core.checkpoints import tied_names
+
 SCALE_BITS = FLOAT16_BITS = 16
-
-
-def _storage(value) -> tuple:
-    return value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape)
 
 
 def _distinct(state: dict) -> dict:
     """Floating tensors of a state dict, one name per storage (tied weights count once)."""
-    out = {}
-    for name, value in state.items():
-        if value.is_floating_point() and _storage(value) not in {_storage(v) for v in out.values()}:
-            out[name] = value
-    return out
+    ties = tied_names(state)
+    return {k: v for k, v in state.items() if v.is_floating_point() and k not in ties}
 
 
 def rtn(weight: np.ndarray, bits: int) -> np.ndarray:
@@ -46,19 +41,20 @@ def float16(weight: np.ndarray) -> np.ndarray:
 def rounded_state(state: dict, bits: int | None) -> tuple[dict, int]:
     """The state with its float tensors rounded (``bits`` None: float16, else RTN at ``bits``
     for tensors of two or more dimensions) and the bits it takes."""
-    rounded_by_storage, total = {}, 0
+    rounded, total = {}, 0
     for name, value in _distinct(state).items():
         array = value.detach().cpu().float().numpy()
         if bits is not None and array.ndim > 1:
-            rounded = rtn(array, bits)
+            values = rtn(array, bits)
             total += array.size * bits + array.shape[0] * SCALE_BITS
         else:
-            rounded = float16(array)
+            values = float16(array)
             total += array.size * FLOAT16_BITS
-        rounded_by_storage[_storage(value)] = torch.from_numpy(rounded).to(value.dtype)
-    out = {k: rounded_by_storage.get(_storage(v), v) if v.is_floating_point() else v
-           for k, v in state.items()}
-    return out, total
+        rounded[name] = torch.from_numpy(values).to(value.dtype)
+    for name, first in tied_names(state).items():     # a tied name loads the same values
+        if first in rounded:
+            rounded[name] = rounded[first]
+    return {**state, **rounded}, total
 
 
 # name -> bits of the weights (None: float16 throughout)
