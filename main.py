@@ -12,13 +12,16 @@ example/weights/ and evaluates it on the Fashion-MNIST test set:
     python main.py --model timm/mobilenetv3_small_050 --model_rand_int --pre_train_model
     python main.py --model resnet20 --dataset fashion_mnist --pre_train_model --epochs 15 --lr 0.1
     python main.py --model hf:path/to/llm_folder --qp_sweep -40 -34 --use_dq
+    python main.py --model hf:path/to/llm_folder --dataset text --dataset_path wiki.test.raw \
+        --qp_sweep -38 -32 -26 --use_dq --baselines      # perplexity of any causal LM
     python main.py --model tinyllama --dataset v2x --model_path results/tlm/tinyllama_0_v2x.pt \
         --qp_sweep -38 -32 -26 -20 --use_dq --baselines      # perplexity per bit
 
 Results go to --results: a JSON file, the .nnc bitstream of every qp, the resolved
 args.yaml and, for a sweep, a rate-accuracy plot. An hf:<path> checkpoint (a local Hugging
 Face model folder or a .safetensors file) is coded and reported per tensor (bits per weight,
-relative error) without evaluation.
+relative error); with a language-modelling --dataset (text, v2x) a causal LM folder is also
+evaluated, its perplexity measured before and after coding (needs transformers).
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                "weights come from the Hugging Face hub, --model_rand_int needs no download); "
                "and hf:<path>, a local Hugging Face model folder (config.json and "
                "*.safetensors, sharded or not) or a .safetensors file, coded and reported per "
-               "tensor without evaluation (nothing is downloaded).\n"
+               "tensor, and evaluated as a causal LM with --dataset text or v2x (nothing is "
+               "downloaded).\n"
                f"datasets: {', '.join(datasets.list_datasets())}.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -84,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default="fashion_mnist", help="registered dataset name")
     data.add_argument("--dataset_path", default=None,
                       help="dataset root (default: the dataset's usual place)")
+    data.add_argument("--max_seq_len", type=int, default=None,
+                      help="tokens per sequence of a language-modelling data set (default: the "
+                           "data set's; the longest v2x record + 1, windows of 256 for text)")
     data.add_argument("--batch_size", type=int, default=64)
     data.add_argument("--workers", type=int, default=0, help="data-loading processes")
     data.add_argument("--max_batches", type=int, default=None,

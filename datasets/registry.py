@@ -16,8 +16,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 from torch.utils.data import Dataset
 
 __all__ = ["DatasetInfo", "register_dataset", "create_dataset", "list_datasets", "dataset_info",
-           "DATA_ROOT", "SPLITS"]
+           "DATA_ROOT", "SPLITS", "IGNORED_TARGET"]
 
+# target id of a token that is padding: the default ``ignore_index`` of torch's cross_entropy
+IGNORED_TARGET = -100
 DATA_ROOT = os.path.expanduser(os.environ.get("NNC_DATA_ROOT", "~/.cache/nnc/datasets"))
 SPLITS = ("train", "val", "test")
 
@@ -28,13 +30,14 @@ class DatasetInfo:
 
     num_classes: int
     in_chans: int
-    task: str                     # "classification" or "segmentation"
+    task: str                     # "classification", "segmentation" or "language_modeling"
     mean: Tuple[float, ...]       # per-channel normalisation of inputs in [0, 1]
     std: Tuple[float, ...]
     image_size: int               # side of the default (square) model input
     default_root: str             # where the data is looked for without ``root``
     name: str = ""
     aliases: Tuple[str, ...] = ()
+    needs_tokenizer: bool = False  # raw text: the factory takes the model's ``tokenizer``
 
 
 _DATASETS: Dict[str, Tuple[Callable[..., Dataset], DatasetInfo]] = {}

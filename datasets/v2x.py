@@ -12,7 +12,8 @@ Layout of a root folder::
 A ``.bin`` file is the concatenation of its records' token ids, one uint8 each. Every record
 starts with the token of ``time``, so records are split at that id (17 in the published
 layout; ``meta.json`` gives it for layouts written here), then padded with 0 or cut to
-``max_seq_len`` tokens; an item is ``(x, y) = (seq[:-1], seq[1:])``, next-token targets.
+``max_seq_len`` tokens; an item is ``(x, y) = (seq[:-1], seq[1:])``, next-token targets, a
+padding target being ``IGNORED_TARGET``.
 
 ``create_dataset("v2x")`` without a root reads the SYNTHETIC stand-in of
 :mod:`datasets.v2x_synthetic` under ``$NNC_DATA_ROOT/v2x_synthetic``, generating it on first
@@ -26,13 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .registry import DATA_ROOT, DatasetInfo, register_dataset
+from .registry import DATA_ROOT, IGNORED_TARGET, DatasetInfo, register_dataset
 
 __all__ = ["V2XTokens", "num_clients", "read_meta", "META_FILE", "PUBLISHED_SPLIT_TOKEN",
            "SYNTHETIC_ROOT", "VOCAB_SIZE"]
 
 META_FILE = "meta.json"
 PUBLISHED_SPLIT_TOKEN = 17  # id of ``time`` in NNCodec's published tokenization
+PAD_ID = 0  # padding of a record, in both tokenizations
 VOCAB_SIZE = 237
 # the quality-of-service targets of a record, predicted by the use case's language model
 QOS_FEATURES = ("rsrp", "rsrq", "snr", "jitter", "ping_ms", "datarate")
@@ -113,7 +115,9 @@ class V2XTokens(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         seq = torch.from_numpy(self.sequences[i].astype(np.int64))
-        return seq[:-1], seq[1:]
+        targets = seq[1:].clone()
+        targets[targets == PAD_ID] = IGNORED_TARGET
+        return seq[:-1], targets
 
 
 def record_length(root: str, default: int = 256) -> int:

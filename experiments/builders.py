@@ -63,11 +63,14 @@ def start_run(args, *, project: str, args_file: str = "args.yaml"):
     return device, info, out_dir, RunLogger(args, project=project)
 
 
-def loader(args, split: str, info, shuffle: bool, augment: bool = False):
-    """DataLoader of ``args.dataset`` (``dataset_path``, ``batch_size``, ``workers``)."""
+def loader(args, split: str, info, shuffle: bool, augment: bool = False, tokenizer=None):
+    """DataLoader of ``args.dataset`` (``dataset_path``, ``batch_size``, ``workers``); a raw
+    text data set is tokenized with ``tokenizer`` (the model's)."""
     kwargs = {"train_augment": True} if augment and info.task == "classification" else {}
     if info.task == "language_modeling":
         kwargs["max_seq_len"] = getattr(args, "max_seq_len", None)
+    if info.needs_tokenizer:
+        kwargs["tokenizer"] = tokenizer
     with setup_errors(f"data set {args.dataset!r}"):
         dataset = datasets.create_dataset(args.dataset, root=args.dataset_path, split=split, **kwargs)
     collate = datasets.segmentation_collate if info.task == "segmentation" else None
@@ -76,7 +79,10 @@ def loader(args, split: str, info, shuffle: bool, augment: bool = False):
 
 
 def file_stem(model: str) -> str:
-    """``model`` as part of a file name: ``"timm/resnet18"`` becomes ``"timm_resnet18"``."""
+    """``model`` as part of a file name: ``"timm/resnet18"`` becomes ``"timm_resnet18"``,
+    ``"hf:<path>"`` ``"hf_"`` and the folder's or file's name."""
+    if model.startswith("hf:"):
+        return "hf_" + Path(model[len("hf:"):].rstrip("/")).stem
     return model.replace("/", "_")
 
 
@@ -103,6 +109,15 @@ def build_model(name: str, dataset: str, info, model_path: str | None = None, *,
     if path is not None and not train_first:
         raise SystemExit(f"error: checkpoint {path} not found (train one first)")
     return model, "pretrained" if pretrained else "random init"
+
+
+def build_causal_lm(name: str):
+    """``(model, source, tokenizer)`` of an ``hf:<folder>`` causal language model."""
+    from models.hf import load_causal_lm, load_hf
+    with setup_errors(f"--model {name}"):
+        hf = load_hf(name)
+        model, tokenizer = load_causal_lm(hf)
+    return model, str(hf.path), tokenizer
 
 
 def full_precision_training(model, args, info, device, log, *, epochs: int, lr: float,

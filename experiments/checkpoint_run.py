@@ -3,8 +3,9 @@
 (bits per weight) and reconstruction error (relative L2 error ``||x - x'|| / ||x||``; the
 total is taken over the floating-point tensors, the integer ones being coded losslessly).
 
-There is no task to evaluate such a checkpoint on, so the run measures no accuracy and says
-so. The checkpoint is coded with :func:`nnc_core.nn.encode_iter`, one tensor at a time with
+Without a language-modelling data set there is nothing to evaluate such a checkpoint on, so
+the run measures no accuracy and says so (with one, :mod:`experiments.nnc_run` builds the
+folder's causal LM and measures its perplexity). The checkpoint is coded with :func:`nnc_core.nn.encode_iter`, one tensor at a time with
 its dtype recorded, and every unit goes to the ``.nnc`` file as it is made; the original
 tensor is read again from the checkpoint to measure its error.
 """
@@ -21,7 +22,7 @@ from nnc_core.checkpoints import checkpoint_bytes
 from nnc_core.dtypes import is_float
 
 from . import report
-from .builders import setup_errors
+from .builders import file_stem, setup_errors
 from .config import save_args
 from .tracking import RunLogger
 
@@ -29,12 +30,23 @@ TENSOR_COLUMNS = [("name", "tensor", "s"), ("shape", "shape", "s"), ("dtype", "d
                   ("qp", "qp", "d"), ("params", "params", "d"), ("bytes", "bytes", "d"),
                   ("bits_per_param", "bits/param", ".3f"), ("relative_error", "rel. error", ".2e")]
 
-# main.py flags that need a model main.py can build, or data to evaluate on
+# main.py flags that need a model main.py builds, or (coding only) data to evaluate on
 NEEDS_ARCHITECTURE = {"pre_train_model": "trains a model", "model_rand_int": "initialises a model",
                       "plot_segmentation_masks": "evaluates a segmentation model",
-                      "model_path": "loads weights into a model (the path is part of hf:<path>)",
-                      "dataset_path": "evaluates on a data set",
-                      "max_eval_batches": "evaluates on a data set"}
+                      "model_path": "loads weights into a model (the path is part of hf:<path>)"}
+NEEDS_EVALUATION = {"dataset_path": "evaluates on a data set",
+                    "max_eval_batches": "evaluates on a data set"}
+
+
+def check_flags(args, evaluated: bool) -> None:
+    """Refuse the main.py flags that do not apply to an hf: checkpoint (``evaluated``: as a
+    causal language model on a language-modelling data set)."""
+    refused = {**NEEDS_ARCHITECTURE, **({} if evaluated else NEEDS_EVALUATION)}
+    given = [f"--{flag} {why}" for flag, why in refused.items() if getattr(args, flag, None)]
+    if given:
+        what = ("is evaluated as the causal LM its folder describes" if evaluated else
+                "without a language-modelling --dataset (text, v2x) is coded, not evaluated")
+        raise SystemExit(f"error: --model {args.model}: a checkpoint {what}; {'; '.join(given)}")
 
 
 def coding_options(args, qp: int) -> dict:
@@ -45,13 +57,6 @@ def coding_options(args, qp: int) -> dict:
                 approx_method=args.approx_method, bitdepth=args.bitdepth,
                 sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor,
                 keep_dtypes=True)
-
-
-def _check_flags(args) -> None:
-    given = [f"--{flag} {why}" for flag, why in NEEDS_ARCHITECTURE.items() if getattr(args, flag, None)]
-    if given:
-        raise SystemExit(f"error: --model {args.model}: a checkpoint without an architecture "
-                         f"main.py builds is coded, not evaluated; {'; '.join(given)}")
 
 
 def _squared_error(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
@@ -65,11 +70,6 @@ def _ratio(sq_error: float, sq_norm: float) -> float:
     if sq_norm:
         return (sq_error / sq_norm) ** 0.5
     return 0.0 if sq_error == 0 else float("inf")
-
-
-def file_stem(model: str) -> str:
-    """``hf:<path>`` as part of a file name: ``hf_`` and the folder's or file's name."""
-    return "hf_" + Path(model[len("hf:"):].rstrip("/")).stem
 
 
 def code_checkpoint(checkpoint, qp: int, args, out_dir: Path, log: RunLogger) -> dict:
@@ -117,7 +117,7 @@ def code_checkpoint(checkpoint, qp: int, args, out_dir: Path, log: RunLogger) ->
 
 def run(args) -> dict:
     """Code the ``hf:`` checkpoint of ``args.model`` at every qp; returns the results."""
-    _check_flags(args)
+    check_flags(args, evaluated=False)
     with setup_errors(f"--model {args.model}"):
         hf = load_hf(args.model)
     out_dir = Path(args.results)
@@ -128,7 +128,7 @@ def run(args) -> dict:
     log.print(f"{args.model}: {len(tensors)} tensors, {checkpoint_bytes(tensors)} bytes, "
               f"architecture {hf.architecture or 'unknown'}. No evaluation: main.py evaluates "
               "models it builds on a data set; this checkpoint is coded and its reconstruction "
-              "error reported.")
+              "error reported (a causal LM folder is evaluated with --dataset text or v2x).")
     runs = [code_checkpoint(tensors, qp, args, out_dir, log) for qp in args.qp_sweep or [args.qp]]
     results = {"model": args.model, "weights": str(hf.path), "architecture": hf.architecture,
                "evaluated": False,

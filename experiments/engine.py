@@ -4,7 +4,7 @@ Classification reports top-1/top-5 accuracy in percent; segmentation reports the
 intersection over union (mIoU, Everingham et al. 2010) over the classes present in the
 ground truth or the prediction, accumulated over the whole set (not averaged per image);
 language modelling reports next-token top-1 accuracy and perplexity ``exp(mean loss)``
-over the tokens that are not padding (target id ``PAD_TOKEN``).
+over the tokens that are not padding (target id ``datasets.IGNORED_TARGET``).
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from datasets import IGNORED_TARGET
+
 IGNORE_INDEX = 255
-PAD_TOKEN = 0
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -27,8 +28,11 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def _logits(output):
-    """Segmentation models of torchvision return a dict; use its "out" head."""
-    return output["out"] if isinstance(output, dict) else output
+    """The logits of a model's output: Hugging Face models return them as ``.logits``,
+    torchvision's segmentation models in a dict under "out"."""
+    if isinstance(output, torch.Tensor):
+        return output
+    return output.logits if hasattr(output, "logits") else output["out"]
 
 
 def _batches(loader, max_batches: int | None, desc: str, verbose: bool = True):
@@ -42,7 +46,7 @@ def _pixel_loss(output, targets):
 
 
 def _token_loss(logits, targets):
-    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=PAD_TOKEN)
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORED_TARGET)
 
 
 # task -> training loss of (model output, targets)
@@ -138,9 +142,9 @@ def evaluate_language_model(model, loader, device, *, max_batches: int | None = 
     model.eval()
     loss, correct, count = 0.0, 0, 0
     for inputs, targets in _batches(loader, max_batches, desc, verbose):
-        logits = model(inputs.to(device)).flatten(0, -2)
+        logits = _logits(model(inputs.to(device))).flatten(0, -2)
         targets = targets.to(device).flatten()
-        real = targets != PAD_TOKEN
+        real = targets != IGNORED_TARGET
         loss += F.cross_entropy(logits[real], targets[real], reduction="sum").item()
         correct += (logits[real].argmax(1) == targets[real]).sum().item()
         count += int(real.sum())

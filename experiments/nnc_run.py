@@ -21,8 +21,8 @@ from nnc_core import nn as nnc_nn
 from nnc_core.metrics import bzip2_bytes, entropy_bits, huffman_bits
 
 from . import report
-from .builders import (build_model, checkpoint_path, file_stem, full_precision_training, loader,
-                       start_run)
+from .builders import (build_causal_lm, build_model, checkpoint_path, dataset_info, file_stem,
+                       full_precision_training, loader, start_run)
 from .engine import evaluate, headline
 from .plots import plot_bits_metric, plot_rate_accuracy, plot_segmentation_masks
 from .rounding import BASELINES, parameter_count, rounded_state
@@ -150,21 +150,32 @@ def save_masks(model, restored, test_loader, info, device, qp: int, out_dir: Pat
 
 def run(args) -> dict:
     """Run the experiment described by ``args`` (see ``main.py --help``); returns the results.
-    An ``hf:<path>`` checkpoint is coded and measured without evaluation
+    An ``hf:<path>`` checkpoint is evaluated as a causal language model on a
+    language-modelling data set, else coded and measured without evaluation
     (:mod:`experiments.checkpoint_run`)."""
+    tokenizer = None
     if is_hf(args.model):
-        from .checkpoint_run import run as run_checkpoint
-        return run_checkpoint(args)
+        from .checkpoint_run import check_flags, run as run_checkpoint
+        evaluated = dataset_info(args.dataset).task == "language_modeling"
+        check_flags(args, evaluated)
+        if not evaluated:
+            return run_checkpoint(args)
     device, info, out_dir, log = start_run(args, project="nnc")
-    model, source = build_model(args.model, args.dataset, info, args.model_path,
-                                 train_first=args.pre_train_model,
-                                 random_init=getattr(args, "model_rand_int", False))
+    if info.needs_tokenizer and not is_hf(args.model):
+        raise SystemExit(f"error: --dataset {args.dataset} is tokenized with the model's "
+                         "tokenizer: use it with --model hf:<folder>, a model folder that has one")
+    if is_hf(args.model):
+        model, source, tokenizer = build_causal_lm(args.model)
+    else:
+        model, source = build_model(args.model, args.dataset, info, args.model_path,
+                                     train_first=args.pre_train_model,
+                                     random_init=getattr(args, "model_rand_int", False))
     model.to(device)
     if args.pre_train_model:
         source = str(pre_train(model, args, info, device, log))
-    loaders = {"test": loader(args, "test", info, shuffle=False)}
+    loaders = {"test": loader(args, "test", info, shuffle=False, tokenizer=tokenizer)}
     if args.lsa:
-        loaders["train"] = loader(args, "train", info, shuffle=True)
+        loaders["train"] = loader(args, "train", info, shuffle=True, tokenizer=tokenizer)
     original = evaluate(model, loaders["test"], device, info.task, info.num_classes,
                         max_batches=args.max_eval_batches, desc="eval original", verbose=args.verbose)
     metric_name, value = headline(original, info.task)

@@ -520,7 +520,7 @@ def test_unknown_dataset_and_split():
 
 def test_dataset_info():
     assert datasets.list_datasets() == ["cifar10", "cifar100", "fashion_mnist", "fashion_mnist_seg",
-                                        "imagenet", "v2x", "voc2012"]
+                                        "imagenet", "text", "v2x", "voc2012"]
     info = datasets.dataset_info("Fashion-MNIST")
     assert info == datasets.dataset_info("fmnist")
     assert (info.name, info.num_classes, info.in_chans, info.task, info.image_size) == \

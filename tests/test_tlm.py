@@ -11,7 +11,8 @@ import torch
 
 from datasets.v2x import QOS_FEATURES
 from datasets.v2x_synthetic import write_synthetic_v2x
-from experiments.engine import PAD_TOKEN, evaluate_language_model
+from datasets import IGNORED_TARGET
+from experiments.engine import evaluate_language_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ class Echo(torch.nn.Module):
 
 def test_language_model_metrics_skip_padding():
     x = torch.tensor([[2, 2, 3, 0]])
-    y = torch.tensor([[5, 5, 5, PAD_TOKEN]])
+    y = torch.tensor([[5, 5, 5, IGNORED_TARGET]])
     metrics = evaluate_language_model(Echo(), [(x, y)], "cpu", verbose=False)
     assert metrics["tokens"] == 3
     assert metrics["top1"] == pytest.approx(100 * 2 / 3)

@@ -47,7 +47,9 @@ def test_reader_splits_pads_cuts_and_shifts(tmp_path):
     assert data.clients == ["a", "b"] and len(data) == 4 and data.split_token == 17
     assert data.client_of.tolist() == [0, 0, 1, 1]
     rows = [torch.cat([x, y[-1:]]).tolist() for x, y in data]
-    assert rows == [[3, 0, 0, 0, 0], [17, 4, 0, 0, 0], [17, 5, 6, 0, 0], [17, 7, 8, 9, 10]]
+    pad = datasets.IGNORED_TARGET    # padding targets are ignored, padding inputs are 0
+    assert rows == [[3, 0, 0, 0, pad], [17, 4, 0, 0, pad], [17, 5, 6, 0, pad], [17, 7, 8, 9, 10]]
+    assert data[1][1].tolist() == [4, pad, pad, pad]
     x, y = data[3]
     assert x.dtype == torch.long and x.tolist() == [17, 7, 8, 9] and y.tolist() == [7, 8, 9, 10]
     one = V2XTokens(str(tmp_path), client=1, max_seq_len=5)
