@@ -7,9 +7,12 @@
     python run.py fl [options]       federated learning with NNC-coded updates on Flower
     python run.py tlm train|eval [options]
                                      the tiny Llama of the V2X use case, trained centrally
+    python run.py compress [options] NNCF-style quantization and binarization from a JSON
+                                     config, ONNX export (onnxruntime), NNC-coded integers
 
 `python run.py PIPELINE --help` lists a pipeline's options; every pipeline accepts
-`--config file.yaml` for its flag defaults and writes JSON results and plots.
+`--config file.yaml` for its flag defaults (`run.py compress`: its JSON compression
+config) and writes JSON results and plots.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ PIPELINES = {
     "pnc": "experiments.pnc_run",
     "fl": "experiments.fl_run",
     "tlm": "experiments.tlm_run",
+    "compress": "experiments.compress_run",
 }
 
 

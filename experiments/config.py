@@ -1,7 +1,8 @@
 """Command-line arguments with YAML defaults, as in timm's ``train.py``.
 
 ``--config file.yaml`` supplies defaults for any flag (keys are the flag names without
-dashes); flags given on the command line win. The resolved arguments are saved next to
+dashes); flags given on the command line win. A pipeline whose ``--config`` is its own
+file (``run.py compress``: an NNCF-style JSON config) says so to :func:`add_run_arguments`. The resolved arguments are saved next to
 each run's results so that the run can be repeated exactly.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    if known.config:
+    if known.config and getattr(parser, "config_holds_flags", True):
         parser.set_defaults(**load_config(parser, known.config))
     return parser.parse_args(argv)
 
@@ -45,13 +46,20 @@ def save_args(args: argparse.Namespace, directory: str | Path, name: str = "args
     return path
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, results: str) -> None:
-    """The flags every experiment script shares: device, seed, output, config, W&B, verbosity."""
+def add_run_arguments(parser: argparse.ArgumentParser, results: str, *,
+                      config: tuple[str, str] | None = None) -> None:
+    """The flags every experiment script shares: device, seed, output, config, W&B, verbosity.
+    ``config``: ``(default, help)`` of a pipeline whose ``--config`` is its own file (not
+    YAML flag defaults)."""
     add = parser.add_argument
     add("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     add("--seed", type=int, default=0)
     add("--results", default=results, help=f"output directory (default {results})")
-    add("--config", default=None, help="YAML file of flag defaults (command-line flags win)")
+    if config is None:
+        add("--config", default=None, help="YAML file of flag defaults (command-line flags win)")
+    else:
+        add("--config", default=config[0], help=config[1])
+        parser.config_holds_flags = False
     add("--wandb", action="store_true", help="log to Weights & Biases (WANDB_MODE=offline works)")
     add("--wandb_key", default=None, help="W&B API key (never saved)")
     add("--wandb_run_name", default=None)

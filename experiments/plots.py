@@ -141,3 +141,22 @@ def plot_traffic_accuracy(runs: list[dict], path: str | Path, title: str = "") -
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_layer_bits(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Bits of every layer's weights and input activations (a compressed model's report)."""
+    names = [row["layer"] for row in rows]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 3.5))
+    ax.bar(x - 0.2, [row["weight_bits"] for row in rows], 0.4, label="weights")
+    ax.bar(x + 0.2, [row["activation_bits"] for row in rows], 0.4, label="input activations")
+    ax.set_xticks(x, names, rotation=90, fontsize=7)
+    ax.set_ylabel("bits")
+    ax.set_yscale("log", base=2)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

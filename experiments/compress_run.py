@@ -1,0 +1,206 @@
+"""One ``run.py compress`` run: apply an NNCF-style JSON config (quantization, binarization,
+...: :mod:`compress`) to a model, fine-tune it if asked (``--epochs``: quantization-aware
+training; 0 is post-training quantization), export it to ONNX and run that file in
+onnxruntime, and save its integer weights coded losslessly by NNC.
+
+Reported (printed, JSON, W&B): top-1 before and after (and of the ONNX file in onnxruntime
+and of the model reloaded from the NNC file), the bytes of the float32 model, of the ONNX
+file and of the NNC file, onnxruntime latency against the float32 ONNX model, and the bits
+of every layer.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress import Context, apply_config, load_config
+from compress.export import OnnxModel, export_onnx, latency_ms, onnx_session
+from compress.nnc_file import decode_integer_state, encode_integer_state, integer_state, load_integer_state
+
+from . import report
+from .builders import build_model, experiment_parser, file_stem, loader, setup_errors, start_run
+from .config import add_run_arguments
+from .engine import LOSSES, evaluate, headline, train_one_epoch
+from .plots import plot_layer_bits
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "configs" / "fmnist_resnet20_int8.json"
+DESCRIPTION = ("Quantize or binarize a model the NNCF way from a JSON config, export it to "
+               "ONNX (run in onnxruntime) and save its integer weights coded by NNC.")
+EXAMPLES = """examples:
+  python run.py compress                                            # INT8 PTQ of the shipped ResNet-20
+  python run.py compress --epochs 2 --lr 1e-4                       # INT8 QAT
+  python run.py compress --config configs/fmnist_resnet20_int4.json --epochs 3
+  python run.py compress --config configs/fmnist_resnet20_mixed.json   # HAWQ INT8/INT4
+  python run.py compress --config configs/fmnist_resnet20_xnor.json --epochs 6 --lr 1e-3
+"""
+LAYER_COLUMNS = [("layer", "layer", "s"), ("params", "params", "d"),
+                 ("weight_bits", "weight bits", "d"), ("activation_bits", "input bits", "d")]
+SUMMARY_COLUMNS = [("model", "model", "s"), ("top1", "top-1 %", ".2f"), ("bytes", "bytes", "d"),
+                   ("latency_ms", "ms / image", ".3f")]
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES)
+    data = parser.add_argument_group("model and data (as for main.py)")
+    data.add_argument("--model", default="resnet20")
+    data.add_argument("--model_path", default=None,
+                      help="checkpoint (default: the shipped one for resnet20 on fashion_mnist)")
+    data.add_argument("--dataset", default="fashion_mnist")
+    data.add_argument("--dataset_path", default=None)
+    data.add_argument("--batch_size", type=int, default=64)
+    data.add_argument("--workers", type=int, default=0)
+    data.add_argument("--max_eval_batches", type=int, default=None,
+                      help="evaluate on at most this many batches (default: the whole test set)")
+    train = parser.add_argument_group("fine-tuning (quantization-aware training)")
+    train.add_argument("--epochs", type=int, default=0,
+                       help="fine-tuning epochs after the config is applied (default 0: "
+                            "post-training, calibration only)")
+    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    train.add_argument("--max_batches", type=int, default=None,
+                       help="fine-tune on at most this many batches per epoch")
+    out = parser.add_argument_group("output")
+    out.add_argument("--export", choices=["onnx", "none"], default="onnx",
+                     help="write the compressed model as ONNX and test it in onnxruntime "
+                          "(default onnx)")
+    out.add_argument("--latency_runs", type=int, default=50,
+                     help="onnxruntime inferences of one image timed per model (default 50)")
+    add_run_arguments(parser, results="results/compress",
+                      config=(str(DEFAULT_CONFIG), "NNCF-style JSON compression config "
+                              f"(default {DEFAULT_CONFIG.relative_to(REPO)})"))
+    return parser
+
+
+def float32_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's floating-point state at float32."""
+    return sum(4 * v.numel() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def fine_tune(model, algorithms, args, info, device, log, test) -> list[dict]:
+    """Adam on every parameter (weights, quantizer steps, thresholds) for ``--epochs``, the
+    algorithms' schedules called before each epoch; tested after each."""
+    train = loader(args, "train", info, shuffle=True, augment=True)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    history = []
+    for epoch in range(args.epochs):
+        for algorithm in algorithms:
+            algorithm.epoch_start(model, epoch, optimizer)
+        loss = train_one_epoch(model, train, optimizer, device, task=info.task,
+                               max_batches=args.max_batches, desc=f"fine-tune {epoch + 1}/{args.epochs}",
+                               verbose=args.verbose)
+        metrics = evaluate(model, test, device, info.task, info.num_classes,
+                           max_batches=args.max_eval_batches, verbose=args.verbose)
+        name, value = headline(metrics, info.task)
+        log.print(f"epoch {epoch + 1}: train loss {loss:.4f}, test {name} {value:.2f}%")
+        log.log({"finetune/loss": loss, f"finetune/{name}": value}, step=epoch)
+        history.append({"epoch": epoch + 1, "loss": loss, name: value})
+    return history
+
+
+def onnx_results(model, float_model, sample, args, info, test, out_dir: Path, stem: str) -> dict:
+    """Export both models, test the compressed one in onnxruntime, time both."""
+    float_path = export_onnx(float_model, sample, out_dir / f"{stem}_float32.onnx")
+    path = export_onnx(model, sample, out_dir / f"{stem}.onnx")
+    session, float_session = onnx_session(path), onnx_session(float_path)
+    metrics = evaluate(OnnxModel(session), test, torch.device("cpu"), info.task, info.num_classes,
+                       max_batches=args.max_eval_batches, desc="eval onnxruntime", verbose=args.verbose)
+    one = sample[:1].numpy()
+    return {"onnx": path.name, "onnx_bytes": path.stat().st_size,
+            "onnx_float32_bytes": float_path.stat().st_size,
+            "onnx_metrics": metrics,
+            "latency_ms": latency_ms(session, one, args.latency_runs),
+            "latency_ms_float32": latency_ms(float_session, one, args.latency_runs)}
+
+
+def nnc_results(model, args, info, device, test, out_dir: Path, stem: str) -> dict:
+    """Code the integer state with NNC, decode it, check it is exact, reload and test it."""
+    state = integer_state(model)
+    bitstream = encode_integer_state(state)
+    path = out_dir / f"{stem}.nnc"
+    path.write_bytes(bitstream)
+    decoded = decode_integer_state(bitstream)
+    exact = all(np.array_equal(decoded[k], v) and decoded[k].dtype == v.dtype for k, v in state.items())
+    reloaded = copy.deepcopy(model)
+    load_integer_state(reloaded, decoded)
+    metrics = evaluate(reloaded, test, device, info.task, info.num_classes,
+                       max_batches=args.max_eval_batches, desc="eval from .nnc", verbose=args.verbose)
+    return {"nnc": path.name, "nnc_bytes": len(bitstream), "nnc_exact": exact, "nnc_metrics": metrics}
+
+
+def run(args) -> dict:
+    with setup_errors(f"--config {args.config}"):
+        config = load_config(args.config)
+    device, info, out_dir, log = start_run(args, project="nnc-compress")
+    model, source = build_model(args.model, args.dataset, info, args.model_path)
+    model.to(device)
+    test = loader(args, "test", info, shuffle=False)
+    calibration = loader(args, "train", info, shuffle=True)
+    before = evaluate(model, test, device, info.task, info.num_classes,
+                      max_batches=args.max_eval_batches, desc="eval float", verbose=args.verbose)
+    metric, value_before = headline(before, info.task)
+    log.print(f"{args.model} on {args.dataset} ({source}): {metric} {value_before:.2f}%; "
+              f"config {args.config}: {', '.join(config.names)}")
+    float_model = copy.deepcopy(model).cpu()
+    start = time.perf_counter()
+    with setup_errors(f"--config {args.config}"):
+        algorithms = apply_config(model, config, Context(calibration, device, LOSSES[info.task],
+                                                         args.verbose))
+    apply_s = time.perf_counter() - start
+    initial = evaluate(model, test, device, info.task, info.num_classes,
+                       max_batches=args.max_eval_batches, desc="eval compressed", verbose=args.verbose)
+    log.print(f"after {', '.join(config.names)} ({apply_s:.1f} s): {metric} "
+              f"{headline(initial, info.task)[1]:.2f}%")
+    history = fine_tune(model, algorithms, args, info, device, log, test) if args.epochs else []
+    after = evaluate(model, test, device, info.task, info.num_classes,
+                     max_batches=args.max_eval_batches, verbose=False) if history else initial
+    value_after = headline(after, info.task)[1]
+    layers = [row for a in algorithms for row in a.layer_report(model)]
+    stem = f"{file_stem(args.model)}_{Path(args.config).stem}"
+    results = {"model": args.model, "dataset": args.dataset, "weights": source,
+               "config": str(args.config), "algorithms": config.names, "epochs": args.epochs,
+               "metric_name": metric, "accuracy_before": value_before,
+               "accuracy_initial": headline(initial, info.task)[1], "accuracy_after": value_after,
+               "accuracy_drop": value_before - value_after, "metrics_before": before,
+               "metrics_after": after, "history": history, "apply_s": apply_s,
+               "float32_bytes": float32_bytes(float_model), "layers": layers}
+    model.eval()
+    results.update(nnc_results(model, args, info, device, test, out_dir, stem))
+    if args.export == "onnx":
+        sample = next(iter(test))[0][:8]
+        results.update(onnx_results(model, float_model, sample, args, info, test, out_dir, stem))
+        results["accuracy_onnx"] = headline(results["onnx_metrics"], info.task)[1]
+    results["accuracy_nnc"] = headline(results["nnc_metrics"], info.task)[1]
+    if layers:
+        results["plot"] = str(plot_layer_bits(layers, out_dir / f"{stem}_bits.png",
+                                              f"{args.model}: {Path(args.config).stem}"))
+    if args.verbose and layers:
+        log.print(f"\nper-layer bits\n{report.format_table(layers, LAYER_COLUMNS)}")
+    log.print(f"\n{report.format_table(summary_rows(results), SUMMARY_COLUMNS)}")
+    log.print(f"{metric} drop {results['accuracy_drop']:+.2f} points; NNC file exact: "
+              f"{results['nnc_exact']}")
+    log.log({k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    path = report.write_json(results, out_dir / f"{stem}.json")
+    log.print(f"results: {path}")
+    log.finish()
+    return results
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """The table of a run: the float model, the compressed one in PyTorch, in onnxruntime
+    and reloaded from its NNC file."""
+    rows = [{"model": "float32 (PyTorch state)", "top1": results["accuracy_before"],
+             "bytes": results["float32_bytes"]},
+            {"model": "compressed (PyTorch)", "top1": results["accuracy_after"]}]
+    if "onnx_bytes" in results:
+        rows.insert(1, {"model": "float32 ONNX", "bytes": results["onnx_float32_bytes"],
+                        "latency_ms": results["latency_ms_float32"]})
+        rows.append({"model": "compressed ONNX (onnxruntime)", "top1": results["accuracy_onnx"],
+                     "bytes": results["onnx_bytes"], "latency_ms": results["latency_ms"]})
+    rows.append({"model": "compressed, NNC file", "top1": results["accuracy_nnc"],
+                 "bytes": results["nnc_bytes"]})
+    return rows
