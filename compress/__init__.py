@@ -13,6 +13,7 @@ so that the file that is saved is the small one.
 from .base import CompressionAlgorithm, Context
 from .config import ALGORITHMS, CompressionConfig, ConfigError, load_config, register_algorithm
 from . import quantization  # noqa: F401  (registers "quantization")
+from . import binarization  # noqa: F401  (registers "binarization")
 
 __all__ = ["CompressionAlgorithm", "Context", "ALGORITHMS", "CompressionConfig", "ConfigError",
            "load_config", "register_algorithm", "apply_config"]

@@ -37,6 +37,8 @@ def _levels(q: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def integer_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """The model's state with its quantized weights as integer levels."""
+    for layer in quantized_layers(model).values():
+        layer.quantized_weight()       # binarizers keep the scale of the weight last seen
     quantizers = _weight_keys(model)
     state = {}
     for key, value in model.state_dict().items():
