@@ -20,7 +20,7 @@ from .calibrate import calibrate
 from .config import ConfigError, check_keys, register_algorithm
 from .fake_quant import FakeQuantizer, QuantSpec
 from .fold import fold_batchnorm
-from .layers import matches_scope, quantized_layers, wrap_layers
+from .layers import LAYER_TYPES, matches_scope, quantized_layers, wrap_layers
 from .ranges import OBSERVERS
 
 __all__ = ["QuantizationAlgorithm", "PRECISIONS"]
@@ -44,12 +44,17 @@ def _spec(section: dict, default: QuantSpec, where: str) -> QuantSpec:
         raise ConfigError(f"{where}: {error}") from None
 
 
+def _check_manual(precision: dict, where: str) -> None:
+    for entry in precision.get("bitwidth_per_scope", []):
+        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int
+                and 2 <= entry[0] <= 8 and isinstance(entry[1], str)):
+            raise ConfigError(f"{where}: bitwidth_per_scope entries are [bits from 2 to 8, "
+                              f"scope], got {entry!r}")
+
+
 def _manual_bits(precision: dict, layers: list[str], where: str, **_) -> dict[str, int]:
     bits = {}
-    for entry in precision.get("bitwidth_per_scope", []):
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int)):
-            raise ConfigError(f"{where}: bitwidth_per_scope entries are [bits, scope], got {entry!r}")
-        width, scope = entry
+    for width, scope in precision.get("bitwidth_per_scope", []):
         hits = [n for n in layers if matches_scope(n, [scope])]
         if not hits:
             raise ConfigError(f"{where}: scope {scope!r} matches no quantized layer")
@@ -57,15 +62,21 @@ def _manual_bits(precision: dict, layers: list[str], where: str, **_) -> dict[st
     return bits
 
 
+def _check_hawq(precision: dict, where: str) -> None:
+    from .hawq import check_precision
+    check_precision(precision, where)
+
+
 def _hawq_bits(precision: dict, layers: list[str], where: str, **kwargs) -> dict[str, int]:
     from .hawq import hawq_bits
     return hawq_bits(precision, layers, where, **kwargs)
 
 
-# "precision": {"type": ...} -> (its keys, the function giving the weight bits per layer)
-PRECISIONS = {"manual": ({"type", "bitwidth_per_scope"}, _manual_bits),
+# "precision": {"type": ...} -> (its keys, the check of its values when the config is read,
+# the function giving the weight bits per layer when it is applied)
+PRECISIONS = {"manual": ({"type", "bitwidth_per_scope"}, _check_manual, _manual_bits),
               "hawq": ({"type", "bits", "compression_ratio", "num_data_points", "iter_number",
-                        "tolerance"}, _hawq_bits)}
+                        "tolerance"}, _check_hawq, _hawq_bits)}
 
 
 @register_algorithm("quantization")
@@ -102,21 +113,23 @@ class QuantizationAlgorithm(CompressionAlgorithm):
             if kind not in PRECISIONS:
                 raise ConfigError(f"{where}: initializer.precision.type {kind!r} is unknown "
                                   f"(known: {', '.join(PRECISIONS)})")
-            check_keys(self.precision, PRECISIONS[kind][0], f"{where}: initializer.precision")
+            keys, check, _ = PRECISIONS[kind]
+            check_keys(self.precision, keys, f"{where}: initializer.precision")
+            check(self.precision, f"{where}: initializer.precision")
         self.bits: dict[str, int] = {}
 
     def _weight_bits(self, model: nn.Module, layers: list[str], context: Context) -> dict[str, int]:
         if self.precision is None:
             return {}
         where = f"{self.where}: initializer.precision"
-        choose = PRECISIONS[self.precision["type"]][1]
+        choose = PRECISIONS[self.precision["type"]][2]
         return choose(self.precision, layers, where, model=model, context=context,
                       weights=self.weights)
 
     def _layers(self, model: nn.Module) -> list[str]:
-        from .layers import LAYER_TYPES
+        """The layers whose weights are quantized (those mixed precision chooses bits for)."""
         names = [n for n, m in model.named_modules() if type(m) in LAYER_TYPES]
-        return [n for n in names if not matches_scope(n, self.ignored)
+        return [n for n in names if not matches_scope(n, self.ignored + self.weight_ignored)
                 and (not self.targets or matches_scope(n, self.targets))]
 
     def apply(self, model: nn.Module, context: Context) -> None:

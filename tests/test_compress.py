@@ -133,6 +133,10 @@ def config(**section):
     (config(initializer={"batchnorm_adaptation": {"num_bn_adaptation_samples": 64}}),
      "BatchNorm is folded"),
     (config(initializer={"precision": {"type": "hawk"}}), "precision.type 'hawk' is unknown"),
+    (config(initializer={"precision": {"type": "hawq", "compression_ratio": 0.5}}),
+     "compression_ratio must be a number >= 1"),
+    (config(initializer={"precision": {"type": "manual", "bitwidth_per_scope": [[3]]}}),
+     "entries are \\[bits from 2 to 8, scope\\]"),
     ({"compression": [{"algorithm": "pruning"}]}, "unknown algorithm 'pruning'"),
     ({"input_info": {"sample_size": [1, -1]}, "compression": {"algorithm": "quantization"}},
      "sample_size must be a list of positive integers"),
@@ -218,6 +222,21 @@ def test_ignored_scopes_and_unknown_scope():
     assert isinstance(layers["conv"].input_quantizer, nn.Identity)
     with pytest.raises(ConfigError, match="'fc2' match no layer"):
         quantized_net({"ignored_scopes": ["fc2"]})
+
+
+def test_manual_mixed_precision():
+    net = quantized_net({"initializer": {"range": {"num_init_samples": 32},
+                                         "precision": {"type": "manual",
+                                                       "bitwidth_per_scope": [[4, "{re}conv.*"]]}},
+                         "weights": {"ignored_scopes": ["fc"]}})
+    layers = quantized_layers(net)
+    assert [layers[n].weight_quantizer.bits for n in ("conv", "conv2")] == [4, 4]
+    assert isinstance(layers["fc"].weight_quantizer, nn.Identity)
+    assert layers["conv2"].weight_quantizer.integers(layers["conv2"].layer.weight).abs().max() <= 7
+    with pytest.raises(ConfigError, match="matches no quantized layer"):
+        quantized_net({"initializer": {"precision": {"type": "manual",
+                                                     "bitwidth_per_scope": [[4, "fc"]]}},
+                       "weights": {"ignored_scopes": ["fc"]}})
 
 
 def test_onnx_export_runs_in_onnxruntime_with_integer_weights(tmp_path):
