@@ -3,11 +3,13 @@
 #
 #   bash create_env.sh                     # ./env, pinned dependencies, compiled core, data
 #   bash create_env.sh --with-reference    # ... and the reference NNCodec venv (conformance tests)
+#   bash create_env.sh --with-nncf         # ... and NNCF 3.4.0 in ./env (benchmarks/nncf_anchor.py)
 #
 # Safe to run again: every step is skipped when it is already done, so a second run takes
 # a second or two. Settings (environment variables):
 #   PYTHON=python3.11          interpreter for the new venv (default: python3)
 #   NNC_WITH_REFERENCE=1       same as --with-reference
+#   NNC_WITH_NNCF=1            same as --with-nncf
 #   NNC_DEBUG=1                build the Cython core with bounds checks and assertions
 #   NNC_SKIP_DATA=1            do not try to install Fashion-MNIST
 #   NNC_FORCE_BUILD=1          rebuild the Cython core even if nothing changed
@@ -22,6 +24,7 @@ DATA_DIR=/usr/share/datasets/fashion-mnist
 DATA_FILES=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz
             t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
 WITH_REFERENCE="${NNC_WITH_REFERENCE:-0}"
+WITH_NNCF="${NNC_WITH_NNCF:-0}"
 START=$SECONDS
 
 say() { echo "[create_env] $*"; }
@@ -35,6 +38,7 @@ usage() {
 for arg in "$@"; do
     case "$arg" in
         --with-reference) WITH_REFERENCE=1 ;;
+        --with-nncf) WITH_NNCF=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $arg" ;;
     esac
@@ -130,6 +134,21 @@ if [ "$WITH_REFERENCE" != "0" ]; then
     [ -f tests/conformance/env.sh ] || die "tests/conformance/env.sh is missing"
     say "setting up the reference NNCodec (tests/conformance/env.sh)"
     bash tests/conformance/env.sh || die "tests/conformance/env.sh failed"
+fi
+
+# --- 6. optional: NNCF 3.4.0 in ./env (requirements-nncf.txt) ------------------------------
+if [ "$WITH_NNCF" != "0" ]; then
+    NNCF_STAMP="$ENV_DIR/.requirements-nncf.sha256"
+    nncf_hash="$(hash_of requirements-nncf.txt)-$req_hash"
+    if [ "$(cat "$NNCF_STAMP" 2>/dev/null)" != "$nncf_hash" ] || ! "$PY" -c 'import nncf' >/dev/null 2>&1; then
+        say "installing requirements-nncf.txt (NNCF 3.4.0 and what it needs, about 240 MB)"
+        rm -f "$NNCF_STAMP"
+        "$PY" -m pip install --disable-pip-version-check -q -r requirements-nncf.txt \
+            || die "pip could not install requirements-nncf.txt (see the pip output above)"
+        echo "$nncf_hash" > "$NNCF_STAMP"
+    else
+        say "requirements-nncf.txt already installed"
+    fi
 fi
 
 say "done in $((SECONDS - START)) s. Run:  env/bin/python main.py"

@@ -16,10 +16,10 @@ def calibration_batches(loader, num_samples: int):
     """The input batches of ``loader`` until ``num_samples`` samples are seen."""
     seen = 0
     for inputs, _ in loader:
-        if seen >= num_samples:
-            return
         yield inputs[:num_samples - seen]
         seen += len(inputs)
+        if seen >= num_samples:
+            return
 
 
 @torch.no_grad()

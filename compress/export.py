@@ -9,6 +9,7 @@ evaluation loops as PyTorch models; :func:`latency_ms` times one inference.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import time
 import warnings
@@ -37,18 +38,21 @@ def _standard_ops(model):
 
 
 def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: str | Path) -> Path:
-    """Write ``model`` (in eval mode, on the CPU) as ONNX with a dynamic batch dimension;
-    quantized weights are stored as integers (:func:`integer_weights`)."""
+    """Write (a copy of) ``model``, in eval mode on the CPU, as ONNX with a dynamic batch
+    dimension; quantized weights are stored as integers (:func:`integer_weights`)."""
     import onnx
 
     path = Path(path)
-    model = model.eval().cpu()
+    model = copy.deepcopy(model).eval().cpu()         # the caller's model stays as it is
+    quantized = any(hasattr(m, "set_standard_ops") for m in model.modules())
     buffer = io.BytesIO()
-    # the TorchScript exporter: torch.export cannot trace fake quantization with a dynamic batch
+    # the TorchScript exporter: torch.export cannot trace fake quantization with a dynamic
+    # batch. Constant folding would turn the weights' QuantizeLinear back into float32
+    # weights, so it runs only for a float model (where it folds BatchNorm).
     with _standard_ops(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (sample.cpu(),), buffer, dynamo=False, opset_version=OPSET,
-                          do_constant_folding=False,   # keep the weights' QuantizeLinear
+                          do_constant_folding=not quantized,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     graph = integer_weights(onnx.load_from_string(buffer.getvalue()))
