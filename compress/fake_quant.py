@@ -9,7 +9,7 @@ With step ``s``, zero point ``z`` and the integer range ``[q_min, q_max]`` of th
 
 Rounding passes its gradient straight through (``d round(u) / du = 1``); the clamp does not
 (zero gradient outside the range), and ``s`` receives the gradient of ``x_hat``, which makes
-it trainable. Symmetric quantizers have ``z = 0``; signed ones use ``[-2^(b-1), 2^(b-1) - 1]``
+it trainable; it is learnt as ``log s``, so that an optimiser changes it relatively. Symmetric quantizers have ``z = 0``; signed ones use ``[-2^(b-1), 2^(b-1) - 1]``
 (weights the narrow ``[-(2^(b-1) - 1), 2^(b-1) - 1]``, so that ``-x`` quantizes to ``-q``),
 unsigned ones ``[0, 2^b - 1]``. Asymmetric quantizers place ``z`` so that the calibrated
 ``[low, high]`` maps onto the whole range and zero stays exactly representable.
@@ -69,12 +69,20 @@ class FakeQuantizer(nn.Module):
             raise ValueError("a per-channel quantizer needs the number of channels")
         self.spec, self.axis = spec, axis
         shape = (channels,) if spec.per_channel else ()
-        self.scale = nn.Parameter(torch.ones(shape))
+        # the step is learnt as its logarithm: Adam moves a parameter by about its learning
+        # rate per step whatever its size, which for a step of 1e-3 would be far too much;
+        # in the log domain that is a relative change
+        self.log_scale = nn.Parameter(torch.zeros(shape))
         self.register_buffer("zero_point", torch.zeros(shape))
         self.register_buffer("signed", torch.tensor(spec.signed is not False))
         self.register_buffer("initialized", torch.tensor(False))
         self.enabled = True
         self.onnx = False       # standard ops for export (see standard_ops)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The step ``s`` (``exp`` of the learnt ``log_scale``)."""
+        return self.log_scale.exp()
 
     @property
     def bits(self) -> int:
@@ -106,19 +114,19 @@ class FakeQuantizer(nn.Module):
         else:
             scale = (high - low) / (q_max - q_min)
             zero = torch.clamp(q_min - torch.round(low / scale.clamp_min(MIN_SCALE)), q_min, q_max)
-        self.scale.copy_(scale.clamp_min(MIN_SCALE).reshape(self.scale.shape))
+        self.log_scale.copy_(scale.clamp_min(MIN_SCALE).log().reshape(self.log_scale.shape))
         self.zero_point.copy_(zero.reshape(self.zero_point.shape))
         self.initialized.fill_(True)
 
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
         """The values of integer levels ``q``: ``(q - z) * s``."""
-        scale = self._shaped(self.scale.detach().abs().clamp_min(MIN_SCALE), q)
+        scale = self._shaped(self.scale.detach(), q)
         return (q.float() - self._shaped(self.zero_point, q)) * scale
 
     def integers(self, x: torch.Tensor) -> torch.Tensor:
         """The integer levels ``q`` of ``x`` (int32)."""
         q_min, q_max = self.range
-        scale = self._shaped(self.scale.detach().abs().clamp_min(MIN_SCALE), x)
+        scale = self._shaped(self.scale.detach(), x)
         zero = self._shaped(self.zero_point, x)
         return torch.clamp(torch.round(x / scale) + zero, q_min, q_max).to(torch.int32)
 
@@ -135,7 +143,7 @@ class FakeQuantizer(nn.Module):
             self._buffers.pop("export_constant", None)
             return
         q_min, q_max = self.range
-        scale = self.scale.detach().abs().clamp_min(MIN_SCALE).clone()
+        scale = self.scale.detach().clone()
         zero = self.zero_point.round().clone()
         self._constants = {"active": self.enabled and bool(self.initialized),
                            "range": (q_min, q_max), "scale": scale, "zero": zero,
@@ -171,7 +179,7 @@ class FakeQuantizer(nn.Module):
 
     def _dequantized(self, x: torch.Tensor) -> torch.Tensor:
         q_min, q_max = self.range
-        scale = self._shaped(self.scale.abs().clamp_min(MIN_SCALE), x)
+        scale = self._shaped(self.scale, x)
         zero = self._shaped(self.zero_point, x)
         q = torch.clamp(round_ste(x / scale) + zero, q_min, q_max)
         return (q - zero) * scale

@@ -78,9 +78,10 @@ def test_straight_through_gradients():
     # d x_hat / d s = q - x / s inside the range (LSQ), the clamped level outside
     expected = [round(0.123 / 0.01) - 0.123 / 0.01, 50 - 50.0, 127.0, -128.0]
     x2 = torch.tensor([0.123, 0.5, 2.0, -3.0])
-    q.scale.grad = None
+    q.log_scale.grad = None
     q(x2).sum().backward()
-    assert q.scale.grad.item() == pytest.approx(sum(expected), rel=1e-4)
+    # the step is learnt as log s: d/d(log s) = s * d/ds
+    assert q.log_scale.grad.item() == pytest.approx(0.01 * sum(expected), rel=1e-4)
 
 
 def test_spec_validation():
