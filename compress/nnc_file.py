@@ -4,7 +4,8 @@ the model needs to run.
 
 :func:`integer_state` is the model's state dict with the weight of every quantized layer
 replaced by its integer levels (int8, or uint8 for unsigned levels); the quantizers' steps,
-zero points and thresholds, the biases and any unquantized tensor stay as they are. In the
+zero points and thresholds, the biases and any unquantized tensor stay as they are
+(BatchNorm's count of training batches is left out). In the
 NNC stream the integers are coded as integers and the float tensors as their float32 bit
 patterns (int32), so that the decoded state is the saved one bit for bit:
 :func:`decode_integer_state` returns it and :func:`load_integer_state` puts it into a model
@@ -20,6 +21,10 @@ from nnc_core import nn as nnc_nn
 from .layers import quantized_layers
 
 __all__ = ["integer_state", "encode_integer_state", "decode_integer_state", "load_integer_state"]
+
+
+# BatchNorm's count of training batches: inference does not use it, NNC does not carry it
+UNUSED = "num_batches_tracked"
 
 
 def _weight_keys(model) -> dict[str, torch.nn.Module]:
@@ -42,6 +47,8 @@ def integer_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     quantizers = _weight_keys(model)
     state = {}
     for key, value in model.state_dict().items():
+        if key.endswith(UNUSED):
+            continue
         if key in quantizers:
             state[key] = _levels(quantizers[key].integers(value))
         else:
@@ -75,7 +82,8 @@ def load_integer_state(model: torch.nn.Module, state: dict[str, np.ndarray]) -> 
     quantizers = _weight_keys(model)
     floats = {k: torch.from_numpy(np.array(v)) for k, v in state.items() if k not in quantizers}
     current = model.state_dict()
-    model.load_state_dict({**floats, **{k: current[k] for k in quantizers}}, strict=True)
+    unused = {k: current[k] for k in current if k.endswith(UNUSED)}
+    model.load_state_dict({**unused, **floats, **{k: current[k] for k in quantizers}}, strict=True)
     for key, quantizer in quantizers.items():
         if key not in state:
             raise KeyError(f"the state has no levels for {key}")
