@@ -27,11 +27,17 @@ __all__ = ["integer_state", "encode_integer_state", "decode_integer_state", "loa
 UNUSED = "num_batches_tracked"
 
 
+def _acting(quantizer) -> bool:
+    """Whether a weight quantizer gives levels now (a binarizer waiting for its epoch, or a
+    quantizer never calibrated, passes the float weight through)."""
+    return (hasattr(quantizer, "integers") and getattr(quantizer, "enabled", True)
+            and bool(getattr(quantizer, "initialized", True)))
+
+
 def _weight_keys(model) -> dict[str, torch.nn.Module]:
     """State-dict key of each quantized weight -> its quantizer (those that give levels)."""
     return {(f"{name}." if name else "") + "layer.weight": layer.weight_quantizer
-            for name, layer in quantized_layers(model).items()
-            if hasattr(layer.weight_quantizer, "integers")}
+            for name, layer in quantized_layers(model).items() if _acting(layer.weight_quantizer)}
 
 
 def _levels(q: torch.Tensor) -> np.ndarray:

@@ -13,8 +13,9 @@ EVAL_BATCHES = 4                       # 256 test images: one image is 0.39 poin
 SMOKE = {"fmnist_resnet20_int8": [],
          "fmnist_resnet20_int4": ["--epochs", "1", "--max_batches", "3"],
          "fmnist_resnet20_mixed": [],
-         "fmnist_resnet20_xnor": ["--epochs", "1", "--max_batches", "3"],
-         "fmnist_resnet20_dorefa": ["--epochs", "1", "--max_batches", "3"]}
+         # two epochs: the staged schedule binarizes the weights from the second
+         "fmnist_resnet20_xnor": ["--epochs", "2", "--max_batches", "2"],
+         "fmnist_resnet20_dorefa": ["--epochs", "2", "--max_batches", "2"]}
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("fmnist_resnet20_*.json"))
 
 
