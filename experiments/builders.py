@@ -3,7 +3,8 @@ loaders, the model (from a checkpoint, pretrained weights or a random init) and,
 full-precision training of it.
 
 Registry complaints (unknown name, missing data, no download) become one-line errors
-instead of tracebacks.
+instead of tracebacks. Under torchrun every process starts the same run; the loaders split
+the data over the processes and only rank 0 writes (:mod:`.distributed`).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import torch
 import datasets
 import models
 
+from . import distributed
 from .config import save_args
-from .engine import evaluate, headline, pick_device, train_one_epoch
+from .engine import evaluate, headline, train_one_epoch
 from .tracking import RunLogger
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "example" / "weights"
@@ -38,9 +40,17 @@ def setup_errors(what: str):
         raise SystemExit(f"error: {what}: {error}") from error
 
 
-def experiment_parser(prog: str | None, description: str, examples: str) -> argparse.ArgumentParser:
-    """The parser of a ``run.py`` pipeline; its epilog lists the registered models and data sets."""
-    return argparse.ArgumentParser(prog=prog, description=description, epilog=examples +
+TORCHRUN_NOTE = ("data parallel: torchrun --nproc_per_node N {prog} ... trains in N processes "
+                 "(DDP; gloo on the CPU, nccl on CUDA); --batch_size is per process, only "
+                 "rank 0 prints and writes.")
+
+
+def experiment_parser(prog: str | None, description: str, examples: str, *,
+                      data_parallel: bool = False) -> argparse.ArgumentParser:
+    """The parser of a ``run.py`` pipeline; its epilog lists the registered models and data
+    sets and, for a pipeline that trains (``data_parallel``), how to run it under torchrun."""
+    note = "\n" + TORCHRUN_NOTE.format(prog=prog or "run.py PIPELINE") if data_parallel else ""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=examples + note +
                                    f"\nmodels: {', '.join(models.list_models())}; timm/<name>."
                                    f"\ndatasets: {', '.join(datasets.list_datasets())}.",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,19 +63,31 @@ def dataset_info(name: str):
 
 def start_run(args, *, project: str, args_file: str = "args.yaml"):
     """Seed, device, data set info, the output folder (with the resolved flags saved in it)
-    and the run's logger: ``(device, info, out_dir, log)``."""
-    torch.manual_seed(args.seed)
-    device = pick_device(args.device)
+    and the run's logger: ``(device, info, out_dir, log)``. Under torchrun the process
+    joins the job first (``log.dist``, :func:`.distributed.setup`) and trains on its own
+    device; only rank 0 makes the folder, saves the flags and shows progress bars."""
+    torch.manual_seed(args.seed)        # the same on every process: identical initial models
+    with setup_errors("torchrun"):
+        dist = distributed.setup(args.device)
     info = dataset_info(args.dataset)
     out_dir = Path(args.results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_args(args, out_dir, args_file)
-    return device, info, out_dir, RunLogger(args, project=project)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_args(args, out_dir, args_file)
+    else:
+        args.verbose = False
+    return dist.device, info, out_dir, RunLogger(args, project=project, dist=dist)
 
 
-def loader(args, split: str, info, shuffle: bool, augment: bool = False, tokenizer=None):
+def loader(args, split: str, info, shuffle: bool, augment: bool = False, tokenizer=None, *,
+           dist: distributed.Distributed | None = None, max_batches: int | None = None):
     """DataLoader of ``args.dataset`` (``dataset_path``, ``batch_size``, ``workers``); a raw
-    text data set is tokenized with ``tokenizer`` (the model's)."""
+    text data set is tokenized with ``tokenizer`` (the model's).
+
+    With ``dist`` of several processes, a shuffled (training) loader draws this process's
+    part through a DistributedSampler seeded with ``args.seed``; an unshuffled (evaluation)
+    one holds its contiguous shard of the first ``max_batches`` batches of one process
+    (all when None), for evaluators given the same ``dist``."""
     kwargs = {"train_augment": True} if augment and info.task == "classification" else {}
     if info.task == "language_modeling":
         kwargs["max_seq_len"] = getattr(args, "max_seq_len", None)
@@ -74,7 +96,13 @@ def loader(args, split: str, info, shuffle: bool, augment: bool = False, tokeniz
     with setup_errors(f"data set {args.dataset!r}"):
         dataset = datasets.create_dataset(args.dataset, root=args.dataset_path, split=split, **kwargs)
     collate = datasets.segmentation_collate if info.task == "segmentation" else None
-    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=shuffle,
+    sampler = None
+    if dist is not None and shuffle:
+        sampler = dist.sampler(dataset, seed=args.seed)
+    elif dist is not None:
+        dataset = dist.shard(dataset, None if max_batches is None else max_batches * args.batch_size)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size,
+                                       shuffle=shuffle and sampler is None, sampler=sampler,
                                        num_workers=getattr(args, "workers", 0), collate_fn=collate)
 
 
@@ -123,9 +151,11 @@ def build_causal_lm(name: str):
 def full_precision_training(model, args, info, device, log, *, epochs: int, lr: float,
                             save_to: str | Path) -> dict:
     """SGD with Nesterov momentum and a one-cycle schedule for ``epochs`` epochs, test after
-    each; the model is saved to ``save_to`` with its test metrics, which are returned."""
-    train = loader(args, "train", info, shuffle=True, augment=True)
-    test = loader(args, "test", info, shuffle=False)
+    each; the model is saved to ``save_to`` with its test metrics, which are returned.
+    Data parallel over the processes of ``log.dist``; rank 0 saves."""
+    dist = log.dist
+    train = loader(args, "train", info, shuffle=True, augment=True, dist=dist)
+    test = loader(args, "test", info, shuffle=False, dist=dist, max_batches=args.max_eval_batches)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4,
                                 nesterov=True)
     steps = epochs * (len(train) if args.max_batches is None else min(len(train), args.max_batches))
@@ -134,13 +164,14 @@ def full_precision_training(model, args, info, device, log, *, epochs: int, lr: 
     for epoch in range(epochs):
         loss = train_one_epoch(model, train, optimizer, device, task=info.task,
                                max_batches=args.max_batches, desc=f"pre-train {epoch + 1}/{epochs}",
-                               verbose=args.verbose, scheduler=scheduler)
+                               verbose=args.verbose, scheduler=scheduler, dist=dist, epoch=epoch)
         metrics = evaluate(model, test, device, info.task, info.num_classes,
-                           max_batches=args.max_eval_batches, verbose=args.verbose)
+                           max_batches=args.max_eval_batches, verbose=args.verbose, dist=dist)
         name, value = headline(metrics, info.task)
         log.print(f"epoch {epoch + 1}: train loss {loss:.4f}, test {name} {value:.2f}%")
         log.log({"pretrain/loss": loss, f"pretrain/{name}": value}, step=epoch)
-    models.save_checkpoint(model, save_to, arch=args.model, dataset=args.dataset, epochs=epochs,
-                           **{f"test_{k}": v for k, v in metrics.items()})
+    if dist.is_main:
+        models.save_checkpoint(model, save_to, arch=args.model, dataset=args.dataset, epochs=epochs,
+                               **{f"test_{k}": v for k, v in metrics.items()})
     log.print(f"saved the trained model to {save_to}")
     return metrics

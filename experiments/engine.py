@@ -5,17 +5,25 @@ intersection over union (mIoU, Everingham et al. 2010) over the classes present 
 ground truth or the prediction, accumulated over the whole set (not averaged per image);
 language modelling reports next-token top-1 accuracy and perplexity ``exp(mean loss)``
 over the tokens that are not padding (target id ``datasets.IGNORED_TARGET``).
+
+Given the run's :class:`~experiments.distributed.Distributed` (``dist``), the loops work
+data-parallel: training through DistributedDataParallel, evaluation on this process's shard
+with the counts added up over all processes (:mod:`experiments.distributed`).
 """
 from __future__ import annotations
 
 import itertools
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from datasets import IGNORED_TARGET
+
+if TYPE_CHECKING:
+    from .distributed import Distributed
 
 IGNORE_INDEX = 255
 
@@ -56,18 +64,29 @@ LOSSES = {"classification": _pixel_loss, "segmentation": _pixel_loss,
 
 def train_one_epoch(model, loader, optimizer, device, *, task: str = "classification",
                     max_batches: int | None = None, desc: str = "train", verbose: bool = True,
-                    scheduler=None, clip_grad: float | None = None) -> float:
-    """One pass of cross-entropy training (the task's loss, see ``LOSSES``); gradients
-    clipped to norm ``clip_grad`` if given; returns the mean loss."""
+                    scheduler=None, clip_grad: float | None = None, regularizer=None,
+                    dist: Distributed | None = None, epoch: int = 0) -> float:
+    """One pass of cross-entropy training (the task's loss, see ``LOSSES``), plus the
+    term ``regularizer()`` returns for each batch if given (None adds nothing); gradients
+    clipped to norm ``clip_grad`` if given; returns the mean task loss.
+
+    With ``dist``, ``model`` (unwrapped) trains in its DDP wrapper, the loader's sampler is
+    set to ``epoch``, rank 0's BatchNorm statistics are copied to every process at the end
+    and the loss is the mean over all processes' samples."""
     loss_of = LOSSES[task]
-    model.train()
+    network = model
+    if dist is not None:
+        network = dist.wrap(model)
+        dist.set_epoch(loader, epoch)
+    network.train()
     total, count = 0.0, 0
     bar = _batches(loader, max_batches, desc, verbose)
     for inputs, targets in bar:
         inputs, targets = inputs.to(device), targets.to(device)
-        loss = loss_of(model(inputs), targets)
+        loss = loss_of(network(inputs), targets)
+        extra = regularizer() if regularizer is not None else None
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if extra is None else loss + extra).backward()
         if clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
@@ -76,13 +95,18 @@ def train_one_epoch(model, loader, optimizer, device, *, task: str = "classifica
         total += loss.item() * inputs.shape[0]
         count += inputs.shape[0]
         bar.set_postfix(loss=f"{total / count:.4f}")
+    if dist is not None:
+        dist.broadcast_buffers(model)
+        total, count = dist.all_reduce_sums(total, count)
     return total / max(count, 1)
 
 
 @torch.no_grad()
 def evaluate_classification(model, loader, device, *, max_batches: int | None = None,
-                            desc: str = "eval", verbose: bool = True) -> dict:
-    """Top-1 / top-5 accuracy (percent) and mean cross-entropy."""
+                            desc: str = "eval", verbose: bool = True,
+                            dist: Distributed | None = None) -> dict:
+    """Top-1 / top-5 accuracy (percent) and mean cross-entropy; with ``dist``, of the
+    shards of all processes together."""
     model.eval()
     correct1 = correct5 = count = 0
     loss = 0.0
@@ -95,6 +119,9 @@ def evaluate_classification(model, loader, device, *, max_batches: int | None = 
         correct1 += hits[:, 0].sum().item()
         correct5 += hits.any(dim=1).sum().item()
         count += targets.numel()
+    if dist is not None:
+        loss, correct1, correct5, count = dist.all_reduce_sums(loss, correct1, correct5, count)
+        correct1, correct5, count = int(correct1), int(correct5), int(count)
     count = max(count, 1)
     return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
             "loss": loss / count, "samples": count}
@@ -103,9 +130,9 @@ def evaluate_classification(model, loader, device, *, max_batches: int | None = 
 @torch.no_grad()
 def evaluate_segmentation(model, loader, device, num_classes: int, *,
                           max_batches: int | None = None, desc: str = "eval",
-                          verbose: bool = True) -> dict:
-    """Mean IoU and pixel accuracy (percent) from a confusion matrix over the whole set;
-    pixels labelled 255 are ignored."""
+                          verbose: bool = True, dist: Distributed | None = None) -> dict:
+    """Mean IoU and pixel accuracy (percent) from a confusion matrix over the whole set
+    (with ``dist``, over the shards of all processes); pixels labelled 255 are ignored."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for inputs, targets in _batches(loader, max_batches, desc, verbose):
@@ -118,6 +145,8 @@ def evaluate_segmentation(model, loader, device, num_classes: int, *,
         valid = truth != IGNORE_INDEX
         confusion += torch.bincount(truth[valid] * num_classes + pred[valid],
                                     minlength=num_classes ** 2).view(num_classes, num_classes)
+    if dist is not None:
+        dist.all_reduce_([confusion])
     return segmentation_scores(confusion)
 
 
@@ -136,9 +165,10 @@ def segmentation_scores(confusion: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def evaluate_language_model(model, loader, device, *, max_batches: int | None = None,
-                            desc: str = "eval", verbose: bool = True) -> dict:
+                            desc: str = "eval", verbose: bool = True,
+                            dist: Distributed | None = None) -> dict:
     """Next-token top-1 accuracy (percent), mean cross-entropy and perplexity over the
-    tokens that are not padding."""
+    tokens that are not padding (with ``dist``, of the shards of all processes)."""
     model.eval()
     loss, correct, count = 0.0, 0, 0
     for inputs, targets in _batches(loader, max_batches, desc, verbose):
@@ -148,6 +178,9 @@ def evaluate_language_model(model, loader, device, *, max_batches: int | None = 
         loss += F.cross_entropy(logits[real], targets[real], reduction="sum").item()
         correct += (logits[real].argmax(1) == targets[real]).sum().item()
         count += int(real.sum())
+    if dist is not None:
+        loss, correct, count = dist.all_reduce_sums(loss, correct, count)
+        correct, count = int(correct), int(count)
     count = max(count, 1)
     return {"top1": 100.0 * correct / count, "loss": loss / count,
             "perplexity": math.exp(min(loss / count, 700.0)), "tokens": count}

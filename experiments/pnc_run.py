@@ -15,6 +15,11 @@ The offline default works on Fashion-MNIST with the shipped ResNet-20 as the edg
 and the shipped PNC checkpoint (trained here with ``run.py pnc train``); the paper's preset
 (``--preset imagenet --dataset imagenet --classifier efficientnet_b0``) needs ImageNet and
 downloadable weights.
+
+``train`` runs data-parallel under torchrun (``torchrun --nproc_per_node N run.py pnc train``):
+the autoencoder trains in DDP, every process calibrates the same codec, rank 0 saves it.
+``eval`` and ``simulate`` do not train: under torchrun every process repeats them and only
+rank 0 prints and writes.
 """
 from __future__ import annotations
 
@@ -46,6 +51,10 @@ EXAMPLES = """examples:
   python run.py pnc simulate --trace constant:8 jamming:16 my_trace.csv --deadlines 0.05 0.1 0.2
   python run.py pnc train --preset imagenet --dataset imagenet --dataset_path /data/imagenet \\
       --classifier efficientnet_b0 --batch_size 4 --checkpoint pnc_imagenet.pt
+  torchrun --nproc_per_node 2 run.py pnc train --epochs 3 --checkpoint my_pnc.pt   # data parallel
+
+train runs data parallel under torchrun (DDP; gloo on the CPU, nccl on CUDA); --batch_size is
+per process, only rank 0 prints and writes.
 """
 
 
@@ -66,8 +75,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--stages", nargs="+", default=["reconstruction", "joint"], choices=list(STAGES))
     train.add_argument("--epochs", type=int, default=2, help="epochs per stage (default 2)")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine decay (default 1e-3)")
-    train.add_argument("--batch_size", type=int, default=64)
-    train.add_argument("--max_batches", type=int, default=None, help="batches per epoch (default: all)")
+    train.add_argument("--batch_size", type=int, default=64,
+                       help="batch size per process (default 64; under torchrun a step sees "
+                            "N times as many)")
+    train.add_argument("--max_batches", type=int, default=None,
+                       help="batches (steps) per epoch, in every process (default: all)")
     train.add_argument("--no_tail_drop", action="store_true", help="train without tail-drop (ablation)")
     train.add_argument("--bits", type=int, default=6, help="bits per latent after the uint8 stage (default 6)")
     train.add_argument("--calibration_images", type=int, default=10000,
@@ -121,22 +133,26 @@ def train(args, info, device, log) -> dict:
     config = PRESETS[args.preset]
     model = PNC(config, tail_drop=not args.no_tail_drop).to(device)
     classifier = edge_classifier(args, info, device) if set(args.stages) - {"reconstruction"} else None
-    data = loader(args, "train", info, shuffle=True)
+    dist = log.dist
+    data = loader(args, "train", info, shuffle=True, dist=dist)
     history = {}
     for stage in args.stages:
         history[stage] = train_stage(model, classifier, data, stage, epochs=args.epochs, lr=args.lr,
                                      device=device, mean=info.mean, std=info.std,
-                                     max_batches=args.max_batches, verbose=args.verbose, log=log.print)
+                                     max_batches=args.max_batches, verbose=args.verbose,
+                                     log=log.print, dist=dist)
     model.cpu().eval()
     calibration, _ = first_images(args, info, args.calibration_images, split="train")
     codec = PNCCodec.calibrate(model, calibration, bits=args.bits)
     path = Path(args.checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "config": asdict(config),
-                "tail_drop": model.tail_drop, "codec": codec.state_dict(),
-                "metadata": {"dataset": args.dataset, "classifier": args.classifier,
-                             "stages": args.stages, "epochs": args.epochs, "lr": args.lr,
-                             "losses": history}}, path)
+    if dist.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": model.state_dict(), "config": asdict(config),
+                    "tail_drop": model.tail_drop, "codec": codec.state_dict(),
+                    "metadata": {"dataset": args.dataset, "classifier": args.classifier,
+                                 "stages": args.stages, "epochs": args.epochs, "lr": args.lr,
+                                 "losses": history}}, path)
+    dist.barrier()                      # eval and simulate read the checkpoint next
     log.print(f"saved PNC ({'with' if model.tail_drop else 'without'} tail-drop, clip "
               f"{codec.quantizer.clip:.3f}, {codec.quantizer.bits} bits) to {path}")
     return {"checkpoint": str(path), "losses": history, "clip": codec.quantizer.clip}
@@ -195,9 +211,10 @@ def evaluate(args, info, device, log) -> dict:
     log.print(f"all 10 channels: Huffman {coders['huffman']['mean_bytes_all_channels']:.1f} B, "
               f"DeepCABAC {coders['cabac']['mean_bytes_all_channels']:.1f} B per image")
     log.print("encode latency per image: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in latency.items()))
-    out = Path(args.results)
-    results["plot"] = str(plot_rate_accuracy(results, out / "pnc_rate_accuracy.png"))
-    log.print(f"results: {report.write_json(results, out / 'pnc_rate_accuracy.json')}")
+    if log.dist.is_main:
+        out = Path(args.results)
+        results["plot"] = str(plot_rate_accuracy(results, out / "pnc_rate_accuracy.png"))
+        log.print(f"results: {report.write_json(results, out / 'pnc_rate_accuracy.json')}")
     return results
 
 
@@ -229,9 +246,10 @@ def simulate(args, info, device, log) -> dict:
             log.print(f"  {name:<28}" + " ".join(f"{a:6.1f}" for a in accs))
     results = {"dataset": args.dataset, "images": len(images), "uncompressed_accuracy": full,
                "deadlines": args.deadlines, "encode_seconds": latency, "traces": traces}
-    out = Path(args.results)
-    results["plot"] = str(plot_deadlines(results, out / "pnc_deadlines.png"))
-    log.print(f"results: {report.write_json(results, out / 'pnc_deadlines.json')}")
+    if log.dist.is_main:
+        out = Path(args.results)
+        results["plot"] = str(plot_deadlines(results, out / "pnc_deadlines.png"))
+        log.print(f"results: {report.write_json(results, out / 'pnc_deadlines.json')}")
     return results
 
 

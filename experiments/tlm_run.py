@@ -8,6 +8,11 @@ warm-up, cosine decay, gradients clipped to norm 1) and writes a checkpoint; ``e
 reports for a checkpoint the next-token top-1 accuracy and perplexity on the test records
 (padding excluded) and the relative error of the QoS features it generates
 (:mod:`experiments.lm_eval`). The federated use case is ``run.py fl --dataset v2x``.
+
+Under torchrun ``train`` runs data-parallel (DDP; ``--steps`` counts optimizer steps, each
+of N times ``--batch_size`` records), the token metrics come from the processes' shards of
+the test records together, the QoS generation from rank 0, which alone writes.
+``tokenize`` writes the layout and runs in one process only.
 """
 from __future__ import annotations
 
@@ -34,12 +39,13 @@ EXAMPLES = """examples:
   python run.py tlm eval --model_path results/tlm/tinyllama_0_v2x.pt
   python run.py tlm tokenize --table berlin_v2x.csv --dataset_path data/berlin_v2x
   python run.py tlm train --TLM_size 1 --steps 3000 --dataset_path data/berlin_v2x
+  torchrun --nproc_per_node 2 run.py tlm train --batch_size 16     # 2 processes, 32 per step
 """
 ACTIONS = ("tokenize", "train", "eval")
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES)
+    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES, data_parallel=True)
     parser.add_argument("action", choices=ACTIONS, help="what to do")
     add = parser.add_argument
     add("--model", default="tinyllama")
@@ -51,7 +57,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add("--dataset_path", default=None, help="V2X layout (default: the synthetic stand-in)")
     add("--max_seq_len", type=int, default=None,
         help="tokens per record (default: the longest record of the layout, plus one)")
-    add("--batch_size", type=int, default=32)
+    add("--batch_size", type=int, default=32,
+        help="batch size per process (default 32; under torchrun a step sees N times as many)")
     add("--lr", type=float, default=3e-3)
     add("--weight_decay", type=float, default=0.1)
     add("--steps", type=int, default=600, help="training steps (default 600)")
@@ -82,15 +89,19 @@ def _split(args, split: str):
 def evaluate_checkpoint(model, args, device, log) -> dict:
     """Token metrics on the test records and QoS prediction errors of the first
     ``--qos_records`` of them."""
+    dist = log.dist
     test = _split(args, "test")
-    loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size, num_workers=args.workers)
+    limit = args.max_batches_test * args.batch_size if args.max_batches_test else None
+    loader = torch.utils.data.DataLoader(dist.shard(test, limit), batch_size=args.batch_size,
+                                         num_workers=args.workers)
     metrics = evaluate_language_model(model, loader, device, verbose=args.verbose,
-                                      max_batches=args.max_batches_test or None)
+                                      max_batches=args.max_batches_test or None, dist=dist)
     root = resolve_root(args.dataset_path)
     tokenizer = V2XTokenizer.load(f"{root}/tokenizer.model")
     texts = [tokenizer.decode(seq[seq != tokenizer.pad_id]) for seq in test.sequences[:args.qos_records]]
+    # generation is not split: rank 0, which reports, does it alone
     metrics["qos"] = qos_prediction_errors(model, tokenizer, texts, device=device,
-                                           verbose=args.verbose)
+                                           verbose=args.verbose) if dist.is_main else {}
     metrics["synthetic_data"] = test.synthetic
     log.log({"test/top1": metrics["top1"], "test/perplexity": metrics["perplexity"],
              **{f"qos/{f}_relative_error": row["relative_error"]
@@ -110,8 +121,11 @@ def train(args, device, log) -> dict:
     info = dataset_info(args.dataset)
     args.model_rand_int, path = True, args.model_path or default_path(args)
     model = build_language_model(args, info).to(device)
-    data = torch.utils.data.DataLoader(_split(args, "train"), batch_size=args.batch_size,
-                                       shuffle=True, num_workers=args.workers)
+    dist = log.dist
+    records = _split(args, "train")
+    sampler = dist.sampler(records, seed=args.seed)
+    data = torch.utils.data.DataLoader(records, batch_size=args.batch_size, shuffle=sampler is None,
+                                       sampler=sampler, num_workers=args.workers)
     optimizer = adamw(model, args.lr, args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(args.steps))
     done, losses = 0, []
@@ -119,13 +133,15 @@ def train(args, device, log) -> dict:
         losses.append(train_one_epoch(model, data, optimizer, device, task=info.task,
                                       max_batches=args.steps - done, verbose=args.verbose,
                                       scheduler=scheduler, clip_grad=1.0,
-                                      desc=f"train {done}/{args.steps}"))
+                                      desc=f"train {done}/{args.steps}", dist=dist,
+                                      epoch=len(losses)))
         done += min(len(data), args.steps - done)
         log.print(f"step {done}: train loss {losses[-1]:.4f}")
         log.log({"train_loss": losses[-1]}, step=done)
     metrics = evaluate_checkpoint(model, args, device, log)
-    models.save_checkpoint(model, path, size=args.TLM_size, max_seq_len=args.max_seq_len,
-                           steps=args.steps, top1=metrics["top1"], perplexity=metrics["perplexity"])
+    if dist.is_main:
+        models.save_checkpoint(model, path, size=args.TLM_size, max_seq_len=args.max_seq_len,
+                               steps=args.steps, top1=metrics["top1"], perplexity=metrics["perplexity"])
     log.print(f"checkpoint: {path}")
     return {"checkpoint": path, "train_loss": losses, **metrics}
 
@@ -166,7 +182,11 @@ def run(args) -> dict:
         args.max_seq_len = record_length(resolve_root(args.dataset_path))
     device, _, out_dir, log = start_run(args, project="nnc-tlm",
                                         args_file=f"tlm_{args.action}_args.yaml")
+    if args.action == "tokenize" and log.dist.enabled:
+        raise SystemExit("error: tlm tokenize writes one layout: run it without torchrun")
     result = ACTION_FUNCTIONS[args.action](args, device, log)
+    if not log.dist.is_main:
+        return result
     path = out_dir / f"tlm_{args.action}.json"
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     log.print(f"results: {path}")

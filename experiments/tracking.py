@@ -2,16 +2,23 @@
 
 With ``--wandb`` the run's numbers go to W&B as well; ``WANDB_MODE=offline`` keeps them in
 ``./wandb`` for a later ``wandb sync``. ``--wandb_key`` logs in first (it is never saved
-with the run's arguments).
+with the run's arguments). In a data-parallel run only rank 0 prints and logs; the others
+stay quiet.
 """
 from __future__ import annotations
 
+from .distributed import Distributed
+
 
 class RunLogger:
-    def __init__(self, args, project: str = "nnc"):
+    """Prints and logs for the run; ``dist`` (a one-process context by default) says which
+    process this is, and the loops of the run take it from here."""
+
+    def __init__(self, args, project: str = "nnc", dist: Distributed | None = None):
+        self.dist = dist or Distributed()
         self.verbose = getattr(args, "verbose", True)
         self.run = None
-        if getattr(args, "wandb", False):
+        if getattr(args, "wandb", False) and self.dist.is_main:
             import wandb
             if args.wandb_key:
                 wandb.login(key=args.wandb_key)
@@ -20,7 +27,8 @@ class RunLogger:
                                   dir=args.results)
 
     def print(self, text: str) -> None:
-        print(text, flush=True)
+        if self.dist.is_main:
+            print(text, flush=True)
 
     def log(self, values: dict, step: int | None = None) -> None:
         if self.run is not None:

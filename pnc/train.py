@@ -6,7 +6,8 @@
    the classifier needs;
 3. ``distill`` (optional): ``10 * MSE + KL(classifier(image) || classifier(decoded))``, the
    classifier's own soft outputs on the original image as the target.
-The classifier is never updated.
+The classifier is never updated. With ``dist`` (:class:`experiments.distributed.Distributed`)
+the autoencoder trains data-parallel in DistributedDataParallel.
 """
 from __future__ import annotations
 
@@ -60,8 +61,10 @@ def to_pixels(batch: torch.Tensor, mean, std) -> torch.Tensor:
 
 def train_stage(model, classifier: PixelClassifier | None, loader, stage: str, *, epochs: int,
                 lr: float, device, mean, std, max_batches: int | None = None,
-                verbose: bool = True, log=print) -> list[float]:
-    """Train ``model`` for one stage; returns the mean loss of every epoch."""
+                verbose: bool = True, log=print, dist=None) -> list[float]:
+    """Train ``model`` for one stage; returns the mean loss of every epoch (over all
+    processes with ``dist``, whose DDP wrapper trains ``model``; the loader's sampler is
+    set to each epoch)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
     if stage != "reconstruction" and classifier is None:
@@ -72,15 +75,20 @@ def train_stage(model, classifier: PixelClassifier | None, loader, stage: str, *
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * per_epoch))
+    # every parameter of the autoencoder takes part in every step (tail-drop zeroes latents,
+    # it does not skip layers): DDP need not look for unused ones
+    network = model if dist is None else dist.wrap(model, find_unused_parameters=False)
     losses = []
     for epoch in range(epochs):
-        model.train()
+        if dist is not None:
+            dist.set_epoch(loader, epoch)
+        network.train()
         total, count = 0.0, 0
         bar = tqdm(itertools.islice(loader, per_epoch), total=per_epoch, leave=False,
                    desc=f"{stage} {epoch + 1}/{epochs}", disable=not verbose, dynamic_ncols=True)
         for batch, labels in bar:
             images = to_pixels(batch, mean, std).to(device)
-            loss = loss_fn(model(images), images, labels.to(device), classifier)
+            loss = loss_fn(network(images), images, labels.to(device), classifier)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -88,6 +96,8 @@ def train_stage(model, classifier: PixelClassifier | None, loader, stage: str, *
             total += loss.item() * len(images)
             count += len(images)
             bar.set_postfix(loss=f"{total / count:.4f}")
+        if dist is not None:
+            total, count = dist.all_reduce_sums(total, count)
         losses.append(total / max(count, 1))
         log(f"{stage} epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
     return losses

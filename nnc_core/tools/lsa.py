@@ -7,14 +7,21 @@ over the training data, while all quantized parameters stay fixed and BatchNorm 
 statistics. The scales are then coded with the weight (LS member of its BLOCK NDU), so
 the decoder recovers part of the accuracy lost to coarse quantization for the price of one
 number per channel.
+
+Data parallel: when ``loader`` draws through a
+:class:`~torch.utils.data.distributed.DistributedSampler` (every process of a torchrun job
+trains on its part of the data), the scales' gradients are averaged over the processes of
+the default process group after every backward pass, so all of them end with the same scales.
 """
 from __future__ import annotations
 
 import itertools
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.func import functional_call
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 SCALED_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
@@ -43,6 +50,7 @@ def train_local_scales(model: torch.nn.Module, quantized: dict[str, torch.Tensor
     if not scales:
         return {}
     optimizer = torch.optim.Adam(scales.values(), lr=lr)
+    world_size = _data_parallel_size(loader)
     was_training = model.training
     model.train()
     for m in model.modules():                   # BatchNorm keeps its (quantized) statistics
@@ -50,6 +58,8 @@ def train_local_scales(model: torch.nn.Module, quantized: dict[str, torch.Tensor
             m.eval()
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     for epoch in range(epochs):
+        if world_size > 1:
+            loader.sampler.set_epoch(epoch)
         bar = tqdm(itertools.islice(loader, total), total=total, leave=False,
                    desc=f"LSA {epoch + 1}/{epochs}", disable=not verbose, dynamic_ncols=True)
         for inputs, targets in bar:
@@ -61,7 +71,22 @@ def train_local_scales(model: torch.nn.Module, quantized: dict[str, torch.Tensor
             loss = F.cross_entropy(logits, targets.to(device), ignore_index=255)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world_size > 1:
+                _average_gradients(scales.values(), world_size)
             optimizer.step()
             bar.set_postfix(loss=f"{loss.item():.4f}")
     model.train(was_training)
     return {name: s.detach().cpu() for name, s in scales.items()}
+
+
+def _data_parallel_size(loader) -> int:
+    """How many processes share ``loader``'s data set (1 unless it has a DistributedSampler)."""
+    sampler = getattr(loader, "sampler", None)
+    return sampler.num_replicas if isinstance(sampler, DistributedSampler) else 1
+
+
+def _average_gradients(tensors, world_size: int) -> None:
+    for t in tensors:
+        if t.grad is not None:          # the same on every process: the model is the same
+            dist.all_reduce(t.grad)
+            t.grad /= world_size
