@@ -56,6 +56,22 @@ class CliError(Exception):
 
 
 # -- argument parsing ----------------------------------------------------------------------------
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_threads(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--threads", type=_threads, default=None, metavar="N",
+                        help=f"{what} on N threads (default: all cores); the result does not "
+                             "depend on it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Neural Network Coding (ISO/IEC 15938-17) of tensors and "
@@ -105,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--struct_spars_factor", type=float, default=keep, metavar="GAIN",
                      help="with --sparsity: also zero the output channels whose mean magnitude "
                           "is below GAIN times the mean (default 0.9; 0: off)")
+    _add_threads(enc, "code a checkpoint's tensors")
     model = enc.add_argument_group("checkpoints only (sparsity and opt_qp read the whole "
                                    "checkpoint before coding)")
     model.add_argument("--opt_qp", action="store_true", default=keep,
@@ -126,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-o", "--output", type=Path, required=True,
                      help="file to write: .npy, .pt/.pth/.bin (a tensor, or the state dict of a "
                           "model), .safetensors or .npz")
+    _add_threads(dec, "decode the tensors")
 
     info = commands.add_parser(
         "info", help="list the NNR units and header fields of a bitstream",
@@ -222,7 +240,7 @@ def _encode_checkpoint(checkpoint: checkpoints.Checkpoint, args: argparse.Namesp
         raise CliError("--tensor_id names the tensor of a tensor file; a checkpoint's tensors "
                        "keep their names")
     from nnc_core import nn
-    parts = nn.encode_iter(checkpoint, keep_dtypes=True, **options)
+    parts = nn.encode_iter(checkpoint, keep_dtypes=True, threads=args.threads, **options)
     size = zeros = weights = 0
     try:
         with open(args.output, "wb") as out:       # unit by unit: one tensor in memory
@@ -261,7 +279,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
         raise CliError(f"{args.output}: unsupported output format (use .npy, .safetensors, "
                        ".npz or .pt)")
     from nnc_core import nn
-    tensors, dtypes = nn.decode_with_dtypes(bitstream)
+    tensors, dtypes = nn.decode_with_dtypes(bitstream, threads=args.threads)
     if not tensors:
         raise DecodeError("the bitstream holds no tensor (no NDU unit)")
     if len(tensors) == 1 and suffix in (".npy", *checkpoints.TORCH_SUFFIXES):

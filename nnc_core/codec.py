@@ -19,7 +19,7 @@ from .errors import DecodeError
 from .incremental import CodingState
 from .options import TensorOptions
 from .quant.step import step_size, step_size_exact
-from .workers import cores, shared_pool
+from .workers import ordered_map, pool, resolve_threads
 
 PROFILE = 1
 
@@ -141,7 +141,7 @@ class StreamSettings:
 class DecodedTensor:
     name: str
     header: NDUHeader
-    levels: np.ndarray
+    levels: np.ndarray | None            # None when decoded without keep_levels
     qp: int | None
     values: np.ndarray
     info: dict = field(default_factory=dict)
@@ -157,7 +157,9 @@ def reconstruct(levels: np.ndarray, dims, qp: int | None, qp_density: int,
     if codebook is not None:
         table = np.asarray(codebook.values, dtype=np.float64)
         return (table[levels + codebook.zero_offset] * step_size_exact(qp, qp_density)).reshape(dims)
-    return (step_size(qp, qp_density) * levels.astype(np.float32)).reshape(dims)
+    values = levels.astype(np.float32)
+    values *= step_size(qp, qp_density)           # in place: one float32 array per tensor
+    return values.reshape(dims)
 
 
 def _qp_field(qp: int, qp_base: int, qp_density: int) -> int:
@@ -259,17 +261,26 @@ def _all_zero(t: QuantizedTensor) -> bool:
 
 
 def encode_units(items: list[QuantizedTensor | QuantizedBlock], settings: StreamSettings,
-                 state: CodingState | None = None) -> tuple[list[bytes], list[EncodedUnit | None]]:
+                 state: CodingState | None = None,
+                 threads: int | None = 1) -> tuple[list[bytes], list[EncodedUnit | None]]:
     """The leading units (start, MPS, topology) and one NDU per item (None for an NDU that
     is omitted: an all-zero update under parent signalling).
 
     With a ``state``, NDUs carry their depth in the parameter update tree and, if
-    ``settings.tca``, use the previous version of each tensor as context (§10).
+    ``settings.tca``, use the previous version of each tensor as context (§10); they are
+    coded in order. Without one, the NDUs are coded on ``threads`` threads (None: all
+    cores); the bytes do not depend on it.
     """
     mps = settings.mps()
     saved = state.snapshot() if state is not None else None
     try:
-        return stream_head(settings), [_encode_item(item, settings, mps, state) for item in items]
+        if state is None:
+            threads = resolve_threads(threads)     # the items are all in memory already
+            units = list(ordered_map(lambda item: _encode_item(item, settings, mps, None), items,
+                                     threads, window=4 * threads))
+        else:
+            units = [_encode_item(item, settings, mps, state) for item in items]
+        return stream_head(settings), units
     except BaseException:
         if saved is not None:       # a failed encode leaves the state as it was
             state.restore(saved)
@@ -334,16 +345,22 @@ def _encode_incremental(t: QuantizedTensor, settings: StreamSettings, mps: Model
 
 
 def encode_stream(tensors: list[QuantizedTensor], settings: StreamSettings,
-                  state: CodingState | None = None) -> tuple[bytes, list]:
+                  state: CodingState | None = None, threads: int | None = 1) -> tuple[bytes, list]:
     """A complete bitstream of single-tensor NDUs and, per tensor, the values a decoder
     reconstructs (None for tensors whose NDU is omitted, see :func:`encode_units`)."""
-    head, units = encode_units(tensors, settings, state)
+    head, units = encode_units(tensors, settings, state, threads)
     body = [u.unit for u in units if u is not None]
     return b"".join(head + body), [u.reconstructions[0] if u else None for u in units]
 
 
+# NDUs of fewer elements are decoded together in one task: handing a tiny tensor to another
+# thread costs more than decoding it.
+TASK_ELEMENTS = 1 << 15
+
+
 def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bool = False,
-                  threads: int | None = None, max_elements: int | None = None) -> list[DecodedTensor]:
+                  threads: int | None = None, max_elements: int | None = None,
+                  units: list | None = None, keep_levels: bool = True) -> list[DecodedTensor]:
     """Decode every tensor of a bitstream, in stream order.
 
     ``state`` carries incremental-coding memory across calls; it is needed for NDUs that
@@ -353,14 +370,17 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     tensors, block rows from their entry points; the result does not depend on it.
     Streams whose tensors hold more than ``max_elements`` elements in total (default
     :data:`MAX_ELEMENTS`) are refused before anything is decoded: a few bytes of row
-    skipping can describe gigabytes of zeros.
+    skipping can describe gigabytes of zeros. ``units`` is ``parse_stream(data)`` if the
+    caller has it already. Without ``keep_levels`` the decoded integers are dropped as soon
+    as a tensor is reconstructed (``levels`` is None): decoding a model then holds about the
+    model, not the model and its integers.
     """
     limit = MAX_ELEMENTS if max_elements is None else int(max_elements)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
-    threads = max(1, threads or cores())
+    threads = resolve_threads(threads)
     jobs = []
-    for unit in parse_stream(data):
+    for unit in (parse_stream(data) if units is None else units):
         if unit.type != UnitType.NDU:
             continue
         header: NDUHeader = unit.content
@@ -370,7 +390,8 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
                               "is not supported by the decoder")
         jobs.append((where, unit))
     # the limit holds for the whole stream: many small NDUs cannot add up to a bomb either
-    claimed = sum(_claimed_elements(unit.content) for _, unit in jobs)
+    sizes = [_claimed_elements(unit.content) for _, unit in jobs]
+    claimed = sum(sizes)
     if claimed > limit:
         raise DecodeError(f"the stream's tensors hold {claimed} elements, more than the "
                           f"decoder's limit of {limit} (pass max_elements= to allow it)")
@@ -378,17 +399,21 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     def run(job, block_row_threads=1):
         where, unit = job
         try:
-            return _decode_ndu(unit.payload, unit.content, unit.quantization_parameters(),
-                               state, transmitted, block_row_threads, limit)
+            tensors = _decode_ndu(unit.payload, unit.content, unit.quantization_parameters(),
+                                  state, transmitted, block_row_threads, limit)
+            if not keep_levels:
+                for t in tensors:
+                    t.levels = None
+            return tensors
         except DecodeError as error:
             raise DecodeError(f"{where}: {error}") from None
 
     if state is None:
-        if threads == 1 or len(jobs) == 1:
-            per_unit = [run(job, threads) for job in jobs]
-        else:
-            per_unit = list(shared_pool().map(run, jobs))
-        return [t for tensors in per_unit for t in tensors]
+        tasks = _tasks(jobs, sizes)
+        if threads == 1 or len(tasks) == 1:
+            return [t for job in jobs for t in run(job, threads)]
+        per_task = pool(threads).map(lambda task: [t for job in task for t in run(job)], tasks)
+        return [t for tensors in per_task for t in tensors]
     # incremental state advances in stream order (no NDU-level parallelism), and only if
     # the whole stream decodes: a damaged stream leaves the state as it was
     saved = state.snapshot()
@@ -402,6 +427,21 @@ def decode_stream(data: bytes, state: CodingState | None = None, transmitted: bo
     except BaseException:
         state.restore(saved)
         raise
+
+
+def _tasks(jobs: list, sizes: list[int]) -> list[list]:
+    """Consecutive jobs grouped into tasks of at least TASK_ELEMENTS elements (the last
+    may be smaller), in stream order."""
+    tasks, current, elements = [], [], 0
+    for job, size in zip(jobs, sizes):
+        current.append(job)
+        elements += size
+        if elements >= TASK_ELEMENTS:
+            tasks.append(current)
+            current, elements = [], 0
+    if current:
+        tasks.append(current)
+    return tasks
 
 
 def _claimed_elements(header: NDUHeader) -> int:

@@ -11,7 +11,10 @@
 
 Every floating-point entry of the state dict is quantized and DeepCABAC-coded in its own
 NDU (integer buffers are coded losslessly; ``num_batches_tracked`` is dropped), in
-state-dict order, with its state-dict position as the NDU's parameter id. As in the
+state-dict order, with its state-dict position as the NDU's parameter id. NDUs are
+quantized, priced and coded concurrently on ``threads`` threads (default: all cores; the
+compiled core releases the GIL in its loops), and decoded concurrently; the bitstream and
+the decoded tensors do not depend on the thread count. As in the
 reference software, a module is coded with the PyTorch topology format and tensors are
 typed by shape and name: tensors with two or more dimensions and 1-D ``*.weight`` tensors
 are weights and use ``qp``, other 1-D tensors (biases, BatchNorm statistics) use
@@ -23,7 +26,8 @@ Model tools (NNCodec, Becker et al., ICML 2023 workshop):
 * ``bnf``: BatchNorm folding; each weight travels in a BLOCK NDU with a per-channel scale
   and a folded bias instead of the four BatchNorm vectors (:mod:`.tools.bnf`);
 * ``lsa``: local scaling adaptation; per-channel scales trained after quantization on the
-  data of ``train_loader`` (:mod:`.tools.lsa`);
+  data of ``train_loader`` (:mod:`.tools.lsa`; data parallel over the processes of a
+  torchrun job when ``train_loader`` draws through a DistributedSampler);
 * ``sparsity``, ``struct_spars_factor``: unstructured, then structured zeroing of weights
   before quantization (:mod:`.tools.sparsify`).
 
@@ -87,6 +91,7 @@ from .options import TensorOptions, resolve_options
 from .stream_info import StreamNote
 from .tensor import as_numpy, quantize_tensor
 from .tools import fold_batchnorm, optimise_qps, sparsify
+from .workers import ordered_map, resolve_threads
 
 __all__ = ["encode", "encode_iter", "encode_with_reconstruction", "encode_model", "decode",
            "decode_with_dtypes", "load_decoded", "batchnorm_blocks", "BatchNormBlock",
@@ -417,52 +422,73 @@ def _quantize_block(b: _Block, qps, opts, tools, scales) -> QuantizedBlock:
 
 
 def encode(model, /, *, state: CodingState | None = None, train_loader=None, device=None,
-           verbose: bool = False, **options) -> bytes:
+           verbose: bool = False, threads: int | None = None, **options) -> bytes:
     """Encode a ``torch.nn.Module``, a state dict (name -> numpy array or torch tensor) or a
     :class:`~nnc_core.checkpoints.Checkpoint` into one NNC bitstream; with ``state``, its
-    difference to the state's base. See the module docstring and :func:`encode_model`."""
+    difference to the state's base. See the module docstring and :func:`encode_model`.
+
+    ``threads`` (default: all cores) quantize and code NDUs concurrently; the bitstream does
+    not depend on it."""
     if state is not None:
-        return _encode(model, state, train_loader, device, verbose, options).bitstream
-    parts = encode_iter(model, train_loader=train_loader, device=device, verbose=verbose,
-                        **options)
+        return _encode(model, state, train_loader, device, verbose, options, threads).bitstream
+    parts = _parts(model, train_loader, device, verbose, threads, options, with_tensors=False)
     return b"".join(part.data for part in parts)
 
 
 def encode_iter(model, /, *, train_loader=None, device=None, verbose: bool = False,
-                **options) -> Iterator[StreamPart]:
+                threads: int | None = None, **options) -> Iterator[StreamPart]:
     """The bitstream of :func:`encode` (no ``state``) as :class:`StreamPart` s: first the
     leading units, then one NDU at a time, each with what :func:`decode` returns for it.
 
     Tensors are read, quantized and coded as the iteration reaches them unless a tool needs
     the whole model first (``sparsity``, ``opt_qp``, ``bnf``, ``lsa``), so that writing
-    the parts to a file as they come needs the memory of about one tensor. Options are
-    checked here, before the first part."""
+    the parts to a file as they come needs the memory of a few tensors: ``threads``
+    (default: all cores) code that many NDUs at once, each tensor read when a thread is
+    free for it; the parts come in stream order and do not depend on the thread count.
+    Options are checked here, before the first part."""
+    return _parts(model, train_loader, device, verbose, threads, options, with_tensors=True)
+
+
+def _parts(model, train_loader, device, verbose, threads, options,
+           with_tensors: bool) -> Iterator[StreamPart]:
+    """The parts of :func:`encode_iter`; without ``with_tensors`` their ``tensors`` are left
+    empty (what :func:`encode` needs: the reconstructions are not computed)."""
+    threads = resolve_threads(threads)
     plan = _plan(model, None, train_loader, device, verbose, options, whole=False)
+
+    def code(entry: _Entry) -> StreamPart | None:
+        made = plan.quantize(entry)
+        if made is None:
+            return None
+        item, kind = made
+        unit = encode_item(item, plan.settings)
+        if unit is None:
+            return None
+        weight = item.weight if isinstance(item, QuantizedBlock) else item
+        tensors = plan.decoded([(unit, item)]) if with_tensors else {}
+        return StreamPart(unit.unit, tensors, kind, weight.qp)
 
     def parts():
         yield StreamPart(b"".join(stream_head(plan.settings)), {}, None, None)
-        for item, kind, _ in plan.items():
-            unit = encode_item(item, plan.settings)
-            if unit is not None:
-                weight = item.weight if isinstance(item, QuantizedBlock) else item
-                part = StreamPart(unit.unit, plan.decoded([(unit, item)]), kind, weight.qp)
-                del item, unit, weight   # hold no tensor while the next one is coded
+        for part in ordered_map(code, plan.entries, threads):
+            if part is not None:
                 yield part
-                del part
+            del part                     # hold no tensor while the next one is coded
     return parts()
 
 
 def encode_with_reconstruction(model, /, *, state: CodingState | None = None, train_loader=None,
-                               device=None, verbose: bool = False,
+                               device=None, verbose: bool = False, threads: int | None = None,
                                **options) -> tuple[bytes, dict[str, np.ndarray]]:
     """Like :func:`encode`, also returning what :func:`decode` gives for the transmitted
     tensors (local scales applied), without the per-NDU report of :func:`encode_model`."""
-    coded = _encode(model, state, train_loader, device, verbose, options)
+    coded = _encode(model, state, train_loader, device, verbose, options, threads)
     return coded.bitstream, coded.plan.decoded(zip(coded.units, coded.items))
 
 
 def encode_model(model, /, *, state: CodingState | None = None, train_loader=None,
-                 device=None, verbose: bool = False, **options) -> EncodedModel:
+                 device=None, verbose: bool = False, threads: int | None = None,
+                 **options) -> EncodedModel:
     """Encode a model and report, per NDU, its size, qp and coded levels.
 
     Options are the reference's ``args`` names (``qp``, ``nonweight_qp``, ``use_dq``,
@@ -475,8 +501,8 @@ def encode_model(model, /, *, state: CodingState | None = None, train_loader=Non
     the report are then of that difference, omitted all-zero NDUs reported with 0 bytes.
     """
     decoder_view = state.snapshot() if state is not None else None
-    coded = _encode(model, state, train_loader, device, verbose, options)
-    return EncodedModel(coded.bitstream, _reports(coded, decoder_view),
+    coded = _encode(model, state, train_loader, device, verbose, options, threads)
+    return EncodedModel(coded.bitstream, _reports(coded, decoder_view, threads),
                         coded.plan.decoded(zip(coded.units, coded.items)),
                         sum(e.array.size for e in coded.entries),
                         sum(e.original_bytes for e in coded.entries), dict(coded.plan.note.tied))
@@ -490,14 +516,6 @@ class _Plan:
     note: StreamNote
     entries: list[_Entry] | Iterator[_Entry]
     quantize: Callable[[_Entry], tuple | None]   # -> (item, kind), None for block members
-
-    def items(self):
-        """(item, kind, entry) per NDU, quantized as they are reached."""
-        for e in self.entries:
-            made = self.quantize(e)
-            if made is not None:
-                yield (*made, e)
-            del made, e              # hold no tensor while the next one is read
 
     def decoded(self, units_and_items) -> dict[str, np.ndarray]:
         """What :func:`decode` returns for these units: local scales applied, recorded
@@ -617,13 +635,17 @@ def _plan(model, state, train_loader, device, verbose, options, whole: bool) -> 
     return _Plan(settings, note, entries, quantize)
 
 
-def _encode(model, state, train_loader, device, verbose, options) -> _Coded:
+def _encode(model, state, train_loader, device, verbose, options, threads=None) -> _Coded:
     """Code the whole model at once, keeping every item and unit (for reports, the
-    reconstruction and differences)."""
+    reconstruction and differences); tensors are quantized, and NDUs without a ``state``
+    coded, on ``threads`` threads."""
+    threads = resolve_threads(threads)
     plan = _plan(model, state, train_loader, device, verbose, options, whole=True)
-    made = list(plan.items())
+    made = [m for m in ordered_map(plan.quantize, plan.entries, threads, window=4 * threads)
+            if m is not None]
     items, kinds = [m[0] for m in made], [m[1] for m in made]
-    head, units = encode_units(items, plan.settings, state)
+    del made
+    head, units = encode_units(items, plan.settings, state, threads)
     if state is not None:
         state.advance_base({n: r for u in units if u is not None
                             for n, r in zip(u.names, u.reconstructions)})
@@ -646,13 +668,15 @@ def _differences(entries: list[_Entry], base: dict[str, np.ndarray]) -> list[_En
     return out
 
 
-def _reports(coded: _Coded, decoder_state: CodingState | None = None) -> list[CodedUnit]:
+def _reports(coded: _Coded, decoder_state: CodingState | None = None,
+             threads: int | None = None) -> list[CodedUnit]:
     """Per-NDU report. The transmitted levels come from decoding the stream itself (with a
     copy of the receiver's state for differences); a block's weight is also coded alone, so
     that entropy coders can be compared on the weights."""
     original = {e.name: e.original_bytes for e in coded.entries}
     transmitted = {t.name: t.info.get("transmitted")
-                   for t in decode_stream(coded.bitstream, decoder_state, transmitted=True)}
+                   for t in decode_stream(coded.bitstream, decoder_state, transmitted=True,
+                                          threads=threads)}
     settings = coded.settings
     reports = []
     for item, kind, unit in zip(coded.items, coded.kinds, coded.units):
@@ -762,7 +786,8 @@ def decode(bitstream: bytes, *, state: CodingState | None = None, apply_scaling:
         raise DecodeError("the stream records checkpoint dtypes or tied names, which a "
                           "difference (decoded with a state) does not carry")
     saved = state.snapshot()
-    tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements)
+    tensors = decode_stream(bitstream, state, threads=threads, max_elements=max_elements,
+                            units=units)
     values = {t.name: t.values for t in tensors}
     try:
         state.advance_base(values)
@@ -779,8 +804,10 @@ def decode_with_dtypes(bitstream: bytes, *, apply_scaling: bool = True, threads:
     one the stream records, else the decoded array's. Tensors recorded as ``bfloat16`` are
     float32 arrays whose values are bfloat16 values (numpy has no bfloat16);
     :func:`nnc_core.checkpoints.write_checkpoint` stores them as bfloat16."""
-    note = _stream_note(parse_stream(bitstream))
-    tensors = decode_stream(bitstream, None, threads=threads, max_elements=max_elements)
+    units = parse_stream(bitstream)
+    note = _stream_note(units)
+    tensors = decode_stream(bitstream, None, threads=threads, max_elements=max_elements,
+                            units=units, keep_levels=False)
     values = {t.name: t.values for t in tensors}
     values = _apply_scaling(values) if apply_scaling else values
     recorded = _stream_dtypes(tensors, note)

@@ -534,3 +534,32 @@ def test_fuzz_after_valid_preamble(tail, type_byte, float_ndu):
                  encode_start_unit(0) + encode_mps(ModelParameterSet(), 0)):
         _parse_or_decode_error(head + short_unit)
         _parse_or_decode_error(head + long_unit)
+
+
+def test_compiled_reader_matches_the_python_reader():
+    """BitReader (compiled) and PyBitReader agree on every value, position and error, also
+    on random (hostile) bytes."""
+    from nnc_core.bitstream.bits import PyBitReader
+    rng = random.Random(7)
+    ops = [("u", 1), ("u", 3), ("u", 8), ("u", 31), ("u", 64), ("u", 0), ("i", 5), ("i", 31),
+           ("i", 40), ("ue", 0), ("ue", 1), ("ue", 7), ("ue", 11), ("ie", 2), ("ie", 7), ("st", None),
+           ("flt", None), ("byte_alignment", None), ("read_bytes", 2)]
+    for trial in range(400):
+        n = rng.randrange(0, 24)
+        data = bytes(rng.choice([0, 0, 0, 255, rng.randrange(256)]) for _ in range(n))
+        start = rng.randrange(0, n + 1)
+        end = rng.randrange(start, n + 1)
+        readers = [cls(data, start, end, context="unit 1 (NDU)") for cls in (BitReader, PyBitReader)]
+        for _ in range(12):
+            name, arg = rng.choice(ops)
+            outcomes = []
+            for r in readers:
+                try:
+                    args = () if arg is None else (arg,)
+                    value = getattr(r, name)(*args, "field")
+                    if name == "flt":
+                        value = struct.pack("<f", value)      # NaN != NaN: compare bits
+                    outcomes.append(("ok", value, r.bit_position, r.bits_left, r.is_aligned))
+                except Exception as exc:          # noqa: BLE001  (compared, not swallowed)
+                    outcomes.append((type(exc).__name__, str(exc), r.bit_position))
+            assert outcomes[0] == outcomes[1], (trial, name, arg, data.hex(), start, end)

@@ -115,3 +115,45 @@ def test_encoder_input_validation():
         enc.encode_tensor(np.zeros(6, np.int32), 2, 3, cb_size=3, cb_zero=3)
     with pytest.raises(ValueError):
         quantize_dependent(np.ones(3), 0.0)
+
+
+# ----------------------------------------------------------------------------- vectorised paths
+
+@pytest.mark.parametrize("shape,std,qp,dq,scan_order", [
+    ((300, 200), 0.05, -32, True, 0), ((257, 129), 0.02, -38, True, 0), ((64, 64), 0.05, -20, False, 0),
+    ((128, 96), 0.05, -40, True, 1), ((1000,), 0.3, -40, True, 0), ((50, 3, 3, 3), 1.0, -60, True, 0),
+    ((7, 5), 0.01, -10, True, 2), ((40, 1), 2.0, -70, False, 0)])
+def test_vectorised_pricing_and_trellis_give_the_same_bytes(shape, std, qp, dq, scan_order):
+    """The AVX-512 param_opt pricing and trellis forward pass (where the CPU has them) must
+    reproduce the scalar loops bit for bit: same parameter sets, same levels, same bytes."""
+    from nnc_core.cabac import levels, trellis
+    from nnc_core.tensor import encode
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * std).astype(np.float32)
+    if len(shape) > 1:
+        x[shape[0] // 3:shape[0] // 2] = 0          # skipped rows, long zero runs
+    out = {}
+    try:
+        for on in (False, True):
+            levels._use_simd(on)
+            trellis._use_simd(on)
+            out[on] = encode(x, qp=qp, use_dq=dq, scan_order=scan_order)
+    finally:
+        levels._use_simd(True)
+        trellis._use_simd(True)
+    assert out[False] == out[True]
+
+
+def test_vectorised_trellis_on_float64():
+    from nnc_core.cabac import trellis
+    x = np.random.default_rng(5).standard_normal(5000) * 0.1
+    order = np.random.default_rng(6).permutation(5000)
+    try:
+        results = []
+        for on in (False, True):
+            trellis._use_simd(on)
+            results.append((trellis.quantize_dependent(x, 0.01), trellis.quantize_dependent(x, 0.013, order)))
+    finally:
+        trellis._use_simd(True)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)

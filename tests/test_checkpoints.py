@@ -382,7 +382,8 @@ nn.encode({"w": np.ones((8, 8), np.float32)})          # code paths loaded befor
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")                                       # reset the peak to the current RSS
 before = status("VmRSS")
-assert main(["encode", sys.argv[1], "-o", sys.argv[1] + ".nnc", "--no_dq"]) == 0
+assert main(["encode", sys.argv[1], "-o", sys.argv[1] + ".nnc", "--no_dq",
+             "--threads", sys.argv[2]]) == 0
 print((status("VmHWM") - before) / 1024)
 """
 
@@ -390,17 +391,18 @@ print((status("VmHWM") - before) / 1024)
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_checkpoint_coding_holds_one_tensor_at_a_time(tmp_path):
     """Peak memory (the RSS high-water mark of a fresh process, above its RSS before coding)
-    for a checkpoint of four large tensors stays at that of one of them: tensors are read,
-    coded and written one at a time."""
+    for a checkpoint of four large tensors stays at that of one of them on one thread:
+    tensors are read, coded and written one at a time; on two threads, at that of two."""
     r = np.random.default_rng(0)
     tensor = lambda: r.normal(0, 0.02, (1024, 1024)).astype(np.float32)   # 4 MiB each
     write_checkpoint(tmp_path / "one.safetensors", {"w0": tensor()})
     write_checkpoint(tmp_path / "four.safetensors", {f"w{i}": tensor() for i in range(4)})
     peak = {}
-    for name in ("one", "four"):
-        result = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / f"{name}.safetensors")],
-                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+    for name, threads in (("one", 1), ("four", 1), ("four", 2)):
+        result = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / f"{name}.safetensors"),
+                                 str(threads)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        peak[name] = float(result.stdout.split()[-1])
-    assert peak["one"] > 4, peak                  # the measurement sees the tensor
-    assert peak["four"] < 1.25 * peak["one"] + 4, peak
+        peak[name, threads] = float(result.stdout.split()[-1])
+    assert peak["one", 1] > 4, peak               # the measurement sees the tensor
+    assert peak["four", 1] < 1.25 * peak["one", 1] + 4, peak
+    assert peak["four", 2] < 2.25 * peak["one", 1] + 4, peak

@@ -175,3 +175,56 @@ def test_encode_decode_pt_with_options(codec, tmp_path, capsys):
     y = torch.load(decoded, weights_only=True)
     assert isinstance(y, torch.Tensor) and tuple(y.shape) == (20, 9)
     np.testing.assert_array_equal(y.numpy(), codec.decode(codec.encode(x.numpy(), **options)))
+
+
+# -- threads -------------------------------------------------------------------------------------
+def test_threads_give_the_same_stream(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    arrays = {f"layer{i}.weight": (rng.standard_normal((24, 16)) * 0.05).astype(np.float32)
+              for i in range(6)}
+    arrays.update({f"layer{i}.bias": (rng.standard_normal(24) * 0.05).astype(np.float32)
+                   for i in range(6)})
+    src = tmp_path / "model.npz"
+    np.savez(src, **arrays)
+    streams = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"model_{threads}.nnc"
+        status, _, err = run_cli(capsys, "encode", src, "-o", out, "--threads", threads)
+        assert status == 0, err
+        streams.append(out.read_bytes())
+    assert streams[0] == streams[1]
+    decoded = tmp_path / "decoded.npz"
+    status, _, err = run_cli(capsys, "decode", tmp_path / "model_1.nnc", "-o", decoded,
+                             "--threads", "2")
+    assert status == 0, err
+    with np.load(decoded) as z:
+        assert sorted(z.files) == sorted(arrays)
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two"])
+def test_bad_thread_counts_are_refused(tmp_path, capsys, bad):
+    src = tmp_path / "x.npy"
+    np.save(src, np.ones((4, 4), np.float32))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode", str(src), "-o", str(tmp_path / "x.nnc"), "--threads", bad])
+    assert exit_info.value.code == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_info_of_a_thousand_tensors_is_fast(tmp_path):
+    """The header layer is cheap: listing a 1,000-NDU stream (new interpreter included)
+    takes well under a second."""
+    import time
+    from nnc_core import nn as nnc_nn
+    rng = np.random.default_rng(1)
+    bs = nnc_nn.encode({f"t{i}.bias": (rng.standard_normal(32) * 0.05).astype(np.float32)
+                        for i in range(1000)})
+    path = tmp_path / "many.nnc"
+    path.write_bytes(bs)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "nnc_core", "info", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" NDU ") == 1000
+    assert elapsed < 3.0          # about 0.4 s on an idle core; generous for shared machines

@@ -179,3 +179,74 @@ def test_cli_decodes_a_model_stream(tmp_path):
         assert all(np.array_equal(z[k], expected[k]) for k in expected)
     bad = cli(tmp_path / "sd.npy")
     assert bad.returncode == 2 and "tensors" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- threads
+
+def _many_tensor_model():
+    torch.manual_seed(3)
+    layers = [torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16)]
+    layers += [torch.nn.Linear(64, 64) for _ in range(6)] + [torch.nn.LayerNorm(64)]
+    model = torch.nn.Sequential(*layers).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("options", [dict(qp=-38), dict(qp=-26, sparsity=0.5, struct_spars_factor=0.0),
+                                     dict(qp=-32, use_dq=False, bnf=True),
+                                     dict(qp=-30, scan_order=1, opt_qp=True)])
+def test_bytes_do_not_depend_on_the_thread_count(options):
+    model = _many_tensor_model()
+    streams = {t: nnc_nn.encode(model, threads=t, **options) for t in (1, 2, 3, 8)}
+    assert len(set(streams.values())) == 1
+    bs = streams[1]
+    assert nnc_nn.encode_model(model, threads=4, **options).bitstream == bs
+    parts = list(nnc_nn.encode_iter(model, threads=3, **options))
+    assert b"".join(p.data for p in parts) == bs
+    joined, reconstruction = nnc_nn.encode_with_reconstruction(model, threads=2, **options)
+    assert joined == bs
+    decoded = {t: nnc_nn.decode(bs, threads=t) for t in (1, 2, 5)}
+    for out in decoded.values():
+        assert list(out) == list(reconstruction)
+        for name, value in reconstruction.items():
+            assert np.array_equal(out[name], value), name
+    streamed = {}
+    for part in parts:
+        streamed.update(part.tensors)
+    assert list(streamed) == list(reconstruction)
+
+
+def test_thread_count_independence_with_differences():
+    from nnc_core.incremental import CodingState
+    model = _many_tensor_model()
+    outs = []
+    for threads in (1, 2):
+        sender = CodingState(device_id=1)
+        first = nnc_nn.encode(model, state=sender, compress_differences=True, threads=threads)
+        with torch.no_grad():
+            copy = _many_tensor_model()
+            for p in copy.parameters():
+                p.add_(0.01)
+        second = nnc_nn.encode(copy, state=sender, compress_differences=True, tca=True,
+                               threads=threads)
+        outs.append((first, second))
+    assert outs[0] == outs[1]
+
+
+def test_threads_are_checked():
+    model = _many_tensor_model()
+    for bad, error in ((-1, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)):
+        with pytest.raises(error):
+            nnc_nn.encode(model, threads=bad)
+        with pytest.raises(error):
+            nnc_nn.decode(nnc_nn.encode(model), threads=bad)
+    assert nnc_nn.encode(model, threads=None) == nnc_nn.encode(model, threads=1)
+
+
+def test_a_failing_tensor_stops_the_parallel_encode():
+    sd = {f"w{i}": np.full((8, 8), 0.1, np.float32) for i in range(10)}
+    sd["w7"] = np.full((8, 8), np.nan, np.float32)
+    with pytest.raises(ValueError, match="w7"):
+        nnc_nn.encode(sd, threads=2)

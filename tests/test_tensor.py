@@ -482,3 +482,21 @@ def test_codebook_with_dq_out_of_range_index_is_a_decode_error():
     forged = dataclasses.replace(ndu.content, dq_flag=True)
     with pytest.raises(DecodeError):
         decode(bs[:ndu.offset] + encode_ndu(forged, bytes(ndu.payload), mps))
+
+
+def test_compiled_uniform_quantizer_rounds_like_the_float32_formula():
+    """The one-pass compiled uniform quantizer equals round_half_away(float32(x / step)) in
+    float32, exact halves and signed zeros included."""
+    from nnc_core.quant.step import step_size
+    from nnc_core.quant.uniform import quantize_uniform, round_half_away, scaled
+    rng = np.random.default_rng(0)
+    for qp in (-80, -40, -32, -20, 0, 30):
+        step = step_size(qp)
+        x = (rng.standard_normal((60, 37)) * 0.1).astype(np.float32)
+        x.flat[:50] = (np.arange(50) - 25) * step / 2
+        x.flat[50:58] = [0.0, -0.0, 1e-30, -1e-30, 1, -1, 0.5, -0.5]
+        x = np.clip(x, -1e6 * step, 1e6 * step).astype(np.float32)
+        expected = round_half_away(scaled(x, step)).astype(np.int32)
+        got = quantize_uniform(x, step)
+        assert got.shape == x.shape and np.array_equal(got, expected), qp
+    assert quantize_uniform(np.float32([3e38]), step_size(-80)) is None

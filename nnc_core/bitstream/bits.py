@@ -1,8 +1,9 @@
 """Bit-level writer and reader for NNR header syntax (ISO/IEC 15938-17, descriptors of 2.2/2.3).
 
 Implements ``u(n)``, ``i(n)``, ``ue(k)``, ``ie(k)``, ``st``, ``flt(32)`` and ``byte_alignment()``.
-Bits are packed MSB first. Both classes work on whole fields (big-integer shifts and masks), so
-the cost is per syntax element, not per bit.
+Bits are packed MSB first. The writer works on whole fields (big-integer shifts and masks), so
+the cost is per syntax element, not per bit; the reader used by the parser, :class:`BitReader`,
+is compiled (``nnc_core.cabac.bitreader``), :class:`PyBitReader` is the same reader in Python.
 
 The reader is meant for untrusted input: every read is bounds-checked against an end position and
 fails with :class:`~nnc_core.errors.DecodeError` naming the field and the byte offset; Exp-Golomb
@@ -135,8 +136,11 @@ class BitWriter:
         return bytes(self._out)
 
 
-class BitReader:
+class PyBitReader:
     """Reads header syntax elements from ``data[start_byte:end_byte]``.
+
+    The readable statement of the reader: :class:`BitReader` is the compiled one
+    (``nnc_core.cabac.bitreader``), with the same fields, positions and errors.
 
     ``context`` (for example ``"unit 3 (NDU)"``) prefixes every error message.
     Reader positions and error offsets are absolute byte positions in ``data``.
@@ -270,3 +274,9 @@ class BitReader:
         start = self._pos >> 3
         self._pos += 8 * count
         return self._data[start:start + count]
+
+
+from nnc_core.cabac.bitreader import BitReader  # noqa: E402  (the compiled PyBitReader)
+
+__all__ = ["BitReader", "BitWriter", "PyBitReader", "MAX_EXP_GOLOMB_ZEROS", "ie_bit_length",
+           "ie_to_ue", "ue_bit_length", "ue_to_ie"]

@@ -9,7 +9,7 @@ context for pricing under all nine parameter sets. Both share this one binarizat
 """
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bypass_bits, enc_bin,
                      enc_bypass_bits)
-from .contexts cimport MAX_PREFIX_BINS, ContextLayout, gt_context
+from .contexts cimport CTX_GT, MAX_PREFIX_BINS, ContextLayout, gt_context
 from .model cimport ContextModel
 from .pricing cimport BinLog, log_bin
 
@@ -130,3 +130,64 @@ cdef inline long long decode_level(ArithDecoder* d, ContextModel* ctx, const Con
         i += 1
     magnitude += <long long>dec_bypass_bits(d, t)
     return -magnitude if negative else magnitude
+
+
+cdef inline long long decode_level_plain(ArithDecoder* d, ContextModel* ctx, const ContextLayout* L,
+                                         int sig_ctx, int sign_ctx) noexcept nogil:
+    """:func:`decode_level` without a codebook bound and without temporal context (base 0):
+    the same bins in the same contexts, with the branches that cannot apply taken out."""
+    cdef bint negative
+    cdef long long magnitude = 1
+    cdef int j
+    cdef int t = 0
+    cdef int i = 0
+    if not dec_bin(d, &ctx[sig_ctx]):
+        return 0
+    negative = dec_bin(d, &ctx[sign_ctx])
+    for j in range(L.num_gt):
+        if not dec_bin(d, &ctx[CTX_GT + 2 * j + negative]):
+            return -magnitude if negative else magnitude
+        magnitude += 1
+    while True:
+        if not dec_bin(d, &ctx[L.remainder + i]):
+            break
+        magnitude += 1LL << t
+        t += 1
+        if i == MAX_PREFIX_BINS - 1:
+            break
+        i += 1
+    magnitude += <long long>dec_bypass_bits(d, t)
+    return -magnitude if negative else magnitude
+
+
+cdef inline void encode_level_plain(BinSink sink, const ContextLayout* L, long long level,
+                                    int sig_ctx, int sign_ctx) noexcept nogil:
+    """:func:`encode_level` without a codebook bound and without temporal context (base 0):
+    the same bins in the same contexts, with the branches that cannot apply taken out."""
+    cdef bint negative = level < 0
+    cdef long long magnitude = -level if negative else level
+    cdef long long remainder, prefix_value
+    cdef int j, t, i
+    sink_bin(sink, sig_ctx, level != 0)
+    if level == 0:
+        return
+    sink_bin(sink, sign_ctx, negative)
+    for j in range(L.num_gt):
+        sink_bin(sink, CTX_GT + 2 * j + negative, magnitude > j + 1)
+        if magnitude <= j + 1:
+            return
+    remainder = magnitude - L.num_gt - 1
+    if remainder == 0:
+        sink_bin(sink, L.remainder, 0)
+        return
+    sink_bin(sink, L.remainder, 1)
+    prefix_value = 1
+    t = 1
+    i = 1
+    while remainder >= prefix_value + (1LL << t):
+        sink_bin(sink, L.remainder + i, 1)
+        prefix_value += 1LL << t
+        t += 1
+        i += 1
+    sink_bin(sink, L.remainder + i, 0)
+    sink_bypass_bits(sink, <unsigned long long>(remainder - prefix_value), t)

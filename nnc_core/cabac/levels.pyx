@@ -17,20 +17,36 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 
 from nnc_core.errors import DecodeError
-from nnc_core.workers import shared_pool
+from nnc_core.workers import pool
 
 from .arith cimport (ArithDecoder, ArithEncoder, dec_bin, dec_bit_position, dec_bypass,
                      dec_bypass_bits, dec_seek, dec_start, dec_terminate, enc_bin, enc_bypass,
                      enc_bypass_bits, enc_finish, enc_start)
 from .binarization cimport (BinRecorder, BinSink, BinWriter, BinWriterPtr, LevelBounds,
-                            decode_level, encode_level)
-from .contexts cimport (NUM_PARAM_SETS, ContextLayout, layout_init, sig_context,
-                        sign_context)
+                            decode_level, decode_level_plain, encode_level,
+                            encode_level_plain)
+from .contexts cimport (CTX_SIG, CTX_SIGN, NUM_PARAM_SETS, ContextLayout, layout_init,
+                        sig_context, sign_context)
 from .model cimport ContextModel, dq_next_state, model_init, model_reset
-from .pricing cimport BinLog, nnc_init_transition_tables, price_log
+from .pricing cimport BinLog, nnc_have_avx512, nnc_init_transition_tables, price_logs
 
 cnp.import_array()
 nnc_init_transition_tables()
+
+cdef bint SIMD = nnc_have_avx512()     # vectorised pricing (same results), where the CPU has it
+
+
+def simd_enabled() -> bool:
+    """Whether the param_opt pricing runs vectorised (AVX-512) on this CPU."""
+    return bool(SIMD)
+
+
+def _use_simd(bint on):
+    """Switch the vectorised pricing off (or back on where the CPU has it); for tests that
+    compare both paths."""
+    global SIMD
+    SIMD = on and nnc_have_avx512()
+
 
 cdef long long UNBOUNDED = 1LL << 62
 cdef long long INT32_MAX = 2147483647
@@ -240,7 +256,7 @@ cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_
     cdef BinRecorder recorder
     cdef int e, best, status = 0
     cdef long long best_cost
-    cdef long long cost[NUM_PARAM_SETS]
+    cdef long long* cost = NULL
     recorder.num_contexts = count
     recorder.num_resets = 0
     recorder.failed = 0
@@ -250,22 +266,29 @@ cdef int choose_param_sets(const TensorCoding* t, const int32_t* r, const uint8_
         free(recorder.resets)
         free(recorder.logs)
         return -1
-    encode_segments(t, &recorder, r, skip, segs, nseg, NULL, True)
+    if plain_tensor(t):
+        encode_segments_plain(t, &recorder, r, skip, segs, nseg, NULL, True)
+    else:
+        encode_segments(t, &recorder, r, skip, segs, nseg, NULL, True)
     if recorder.failed:
         status = -1
-    for c in range(count):
-        if status == 0:
-            for e in range(NUM_PARAM_SETS):
-                cost[e] = 0
-            price_log(&recorder.logs[c], &recorder.resets[c], recorder.num_resets, count, cost)
+    if status == 0:
+        cost = <long long*>malloc(sizeof(long long) * NUM_PARAM_SETS * count)
+        if cost == NULL or price_logs(recorder.logs, count, recorder.resets, recorder.num_resets,
+                                      cost, SIMD):
+            status = -1
+    if status == 0:
+        for c in range(count):
             best = 0
-            best_cost = cost[0]
+            best_cost = cost[NUM_PARAM_SETS * c]
             for e in range(1, NUM_PARAM_SETS):
-                if cost[e] + PARAM_SET_PENALTY < best_cost:
+                if cost[NUM_PARAM_SETS * c + e] + PARAM_SET_PENALTY < best_cost:
                     best = e
-                    best_cost = cost[e] + PARAM_SET_PENALTY
+                    best_cost = cost[NUM_PARAM_SETS * c + e] + PARAM_SET_PENALTY
             chosen[c] = <uint8_t>best
+    for c in range(count):
         free(recorder.logs[c].words)
+    free(cost)
     free(recorder.logs)
     free(recorder.resets)
     return status
@@ -278,8 +301,56 @@ cdef void encode_scan(const TensorCoding* t, ArithEncoder* coder, ContextModel* 
     cdef BinWriter writer
     writer.coder = &local
     writer.ctx = ctx
-    encode_segments(t, &writer, r, skip, segs, nseg, decoded, False)
+    if plain_tensor(t):
+        encode_segments_plain(t, &writer, r, skip, segs, nseg, decoded, False)
+    else:
+        encode_segments(t, &writer, r, skip, segs, nseg, decoded, False)
     coder[0] = local
+
+
+cdef inline bint plain_tensor(const TensorCoding* t) noexcept nogil:
+    """No temporal context, no significance history, no codebook: the specialised loops apply."""
+    return t.tca_base == NULL and not t.hdsp and t.cb_size == 0
+
+
+cdef inline void encode_segments_plain(const TensorCoding* t, BinSink w, const int32_t* r,
+                                       const uint8_t* skip, const Segment* segs,
+                                       Py_ssize_t nseg, int32_t* decoded,
+                                       bint prepass) noexcept nogil:
+    """:func:`encode_segments` for a :func:`plain_tensor`: the same bins, with the branches
+    of the tools that are off taken out of the per-element loop."""
+    cdef Py_ssize_t si, p, end, c
+    cdef int state = 0, neighbour = 0
+    cdef long long k, coded
+    cdef bint dq = t.dq
+    cdef const ContextLayout* layout = &t.layout
+    for si in range(nseg):
+        if row_is_skipped(t, skip, segs[si].row):
+            if dq:
+                state = t.skip_state[state]
+        else:
+            end = segs[si].start + segs[si].length
+            for p in range(segs[si].start, end):
+                k = dq_transmitted(r[p], state) if dq else r[p]
+                coded = r[p] if prepass else k
+                encode_level_plain(w, layout, coded, CTX_SIG + 3 * state + neighbour,
+                                   CTX_SIGN + neighbour)
+                if decoded != NULL:
+                    decoded[p] = <int32_t>(dq_reconstruction(k, state) if dq else k)
+                if dq:
+                    state = dq_next_state(state, k)
+                neighbour = 0 if coded == 0 else (1 if coded < 0 else 2)
+        if segs[si].ends_block_row:
+            if BinSink is BinWriterPtr:
+                for c in range(t.layout.count):
+                    model_reset(&w.ctx[c])
+                w.coder.range = 256
+            elif w.resets != NULL:
+                for c in range(w.num_contexts):
+                    w.resets[w.num_resets * w.num_contexts + c] = w.logs[c].count
+                w.num_resets += 1
+            if not prepass:
+                neighbour = 0
 
 
 cdef inline void encode_segments(const TensorCoding* t, BinSink w, const int32_t* r,
@@ -528,10 +599,69 @@ cdef int decode_scan(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
     ``transmitted`` (the coded levels k). ``entry_points`` (3 values per block row)
     records where block rows start."""
     cdef ArithDecoder local = d[0]     # a private copy stays in registers
-    cdef int status = decode_segments(t, &local, ctx, skip, segs, seg_begin, seg_end, state,
-                                      out, transmitted, entry_points, bad_index)
+    cdef int status
+    if t.tca_base == NULL and not t.hdsp and t.cb_size == 0 and transmitted == NULL:
+        status = decode_segments_plain(t, &local, ctx, skip, segs, seg_begin, seg_end, state,
+                                       out, entry_points, bad_index)
+    else:
+        status = decode_segments(t, &local, ctx, skip, segs, seg_begin, seg_end, state,
+                                 out, transmitted, entry_points, bad_index)
     d[0] = local
     return status
+
+
+cdef inline int decode_segments_plain(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
+                                      const uint8_t* skip, const Segment* segs,
+                                      Py_ssize_t seg_begin, Py_ssize_t seg_end, int* state_io,
+                                      int32_t* out, long long* entry_points,
+                                      Py_ssize_t* bad_index) noexcept nogil:
+    """:func:`decode_segments` for the common case: no temporal context, no significance
+    history, no codebook, no transmitted levels asked for. The same decoding with the
+    branches of those tools taken out of the per-element loop."""
+    cdef Py_ssize_t si, p, end, c
+    cdef int block_row = 0, state = state_io[0], neighbour = 0
+    cdef long long k, r
+    cdef bint dq = t.dq
+    cdef const ContextLayout* layout = &t.layout
+    if entry_points != NULL:
+        entry_points[0] = dec_bit_position(d)
+        entry_points[1] = d.value >> 7
+        entry_points[2] = state
+    for si in range(seg_begin, seg_end):
+        if row_is_skipped(t, skip, segs[si].row):
+            if dq:
+                state = t.skip_state[state]
+        else:
+            end = segs[si].start + segs[si].length
+            for p in range(segs[si].start, end):
+                # contexts of §7.3 with base 0 and no history: CTX_SIG + 3 s + n, CTX_SIGN + n
+                k = decode_level_plain(d, ctx, layout, CTX_SIG + 3 * state + neighbour,
+                                       CTX_SIGN + neighbour)
+                if d.fetched > d.size:
+                    bad_index[0] = p
+                    return DEC_PAST_END
+                if dq:
+                    r = dq_reconstruction(k, state)
+                    state = dq_next_state(state, k)
+                else:
+                    r = k
+                if r > INT32_MAX or r < -INT32_MAX - 1:
+                    bad_index[0] = p
+                    return DEC_LEVEL_RANGE
+                out[p] = <int32_t>r
+                neighbour = 0 if k == 0 else (1 if k < 0 else 2)
+        if segs[si].ends_block_row:
+            for c in range(t.layout.count):
+                model_reset(&ctx[c])
+            neighbour = 0
+            d.range = 256
+            block_row += 1
+            if entry_points != NULL:
+                entry_points[3 * block_row] = dec_bit_position(d)
+                entry_points[3 * block_row + 1] = d.value >> 7
+                entry_points[3 * block_row + 2] = state
+    state_io[0] = state
+    return DEC_OK
 
 
 cdef inline int decode_segments(const TensorCoding* t, ArithDecoder* d, ContextModel* ctx,
@@ -880,7 +1010,7 @@ cdef class PayloadDecoder:
                     raise DecodeError(f"entry point of block row {block_row} lies outside the payload")
                 jobs.states[i] = state
         jobs.seg_bounds[chunks] = nseg
-        list(shared_pool().map(jobs.run, range(chunks)))
+        list(pool(workers).map(jobs.run, range(chunks)))
         for i in range(chunks):
             if jobs.status[i] != DEC_OK:
                 return jobs.status[i], jobs.bad[i]

@@ -17,7 +17,7 @@ the level is recomputed from the input during trace-back.
 import numpy as np
 cimport numpy as cnp
 from libc.float cimport DBL_MAX
-from libc.math cimport log2, trunc
+from libc.math cimport fabsf, log2, trunc, truncf
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from cython cimport floating
 
@@ -31,6 +31,22 @@ cdef extern from "tables.h" nogil:
     # the three branches into each state, in tie-break order: source state, candidate slot
     const uint8_t NNC_DQ_BRANCH_PREV[8][3]
     const uint8_t NNC_DQ_BRANCH_SLOT[8][3]
+
+from .simd cimport (nnc_have_avx512, nnc_viterbi_forward_f32_avx512,
+                   nnc_viterbi_forward_f64_avx512)
+
+cdef bint SIMD = nnc_have_avx512()     # vectorised forward pass (same decisions), where available
+
+
+def simd_enabled() -> bool:
+    """Whether the trellis' forward pass runs vectorised (AVX-512) on this CPU."""
+    return bool(SIMD)
+
+
+def _use_simd(bint on):
+    """Switch the vectorised forward pass off (or back on where the CPU has it); for tests."""
+    global SIMD
+    SIMD = on and nnc_have_avx512()
 
 
 cdef inline int64_t slot_index(int slot, int64_t first_index) noexcept nogil:
@@ -145,12 +161,20 @@ def _viterbi(const floating[::1] x, scan_array, double qscale, uint8_t[::1] deci
         scan_view = scan_array
         scan = &scan_view[0]
     with nogil:
-        start_costs(cost)
-        for i in range(x.shape[0]):
-            candidates(x[position(scan, i)], qscale, dist, &first_index, &sign)
-            relax_all(cost, dist, new_cost, &decisions[8 * i])
-            for t in range(8):
-                cost[t] = new_cost[t]
+        if SIMD:
+            if floating is float:
+                nnc_viterbi_forward_f32_avx512(&x[0], scan, x.shape[0], qscale, NNC_DQ_BRANCH_PREV,
+                                               NNC_DQ_BRANCH_SLOT, &decisions[0], cost)
+            else:
+                nnc_viterbi_forward_f64_avx512(&x[0], scan, x.shape[0], qscale, NNC_DQ_BRANCH_PREV,
+                                               NNC_DQ_BRANCH_SLOT, &decisions[0], cost)
+        else:
+            start_costs(cost)
+            for i in range(x.shape[0]):
+                candidates(x[position(scan, i)], qscale, dist, &first_index, &sign)
+                relax_all(cost, dist, new_cost, &decisions[8 * i])
+                for t in range(8):
+                    cost[t] = new_cost[t]
         trace_back(x, scan, qscale, &decisions[0], cost, &out[0])
 
 
@@ -314,3 +338,97 @@ def _uniform_rd(const floating[::1] x, scan_array, double qscale, RateTables rat
                     best_level = sign * m
             out[pos] = <int32_t>best_level
             neighbour = neighbour_of(best_level)
+
+
+# ----------------------------------------------------------------------------- float32 statistics
+
+cdef float pairwise_sum_f32(const float* a, Py_ssize_t n) noexcept nogil:
+    """Pairwise float32 sum: eight running sums over blocks of up to 128 values, blocks
+    combined by halving (rounded to a multiple of 8), the order numpy 1.x sums float32."""
+    cdef float res, r0, r1, r2, r3, r4, r5, r6, r7
+    cdef Py_ssize_t i, n2
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res = res + a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[0], a[1], a[2], a[3]
+        r4, r5, r6, r7 = a[4], a[5], a[6], a[7]
+        i = 8
+        while i < n - (n % 8):
+            r0 = r0 + a[i]
+            r1 = r1 + a[i + 1]
+            r2 = r2 + a[i + 2]
+            r3 = r3 + a[i + 3]
+            r4 = r4 + a[i + 4]
+            r5 = r5 + a[i + 5]
+            r6 = r6 + a[i + 6]
+            r7 = r7 + a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res = res + a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum_f32(a, n2) + pairwise_sum_f32(a + n2, n - n2)
+
+
+cdef enum:
+    STAT_CHUNK = 8192          # numpy's buffer size: a reduction sums chunk by chunk
+
+
+def float32_mean_std(values):
+    """Mean and standard deviation of float32 ``values`` rounded as the reference software's
+    numpy (1.x) computes ``np.mean`` and ``np.std`` of a float32 array: float32 pairwise sums
+    chunk by chunk, float32 division, deviations and squares in float32, float32 square
+    root. Sparsification thresholds are formed from these, so they must match exactly;
+    numpy 2 sums in another order."""
+    cdef const float[::1] x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    cdef Py_ssize_t n = x.shape[0], i, j, m
+    cdef float total = 0.0, mean, var_sum = 0.0
+    cdef float buf[STAT_CHUNK]
+    cdef float d
+    if n == 0:
+        return float("nan"), float("nan")
+    with nogil:
+        i = 0
+        while i < n:
+            m = STAT_CHUNK if n - i > STAT_CHUNK else n - i
+            total = total + pairwise_sum_f32(&x[i], m)
+            i += m
+        mean = total / <float>n
+        i = 0
+        while i < n:
+            m = STAT_CHUNK if n - i > STAT_CHUNK else n - i
+            for j in range(m):
+                d = x[i + j] - mean
+                buf[j] = d * d
+            var_sum = var_sum + pairwise_sum_f32(buf, m)
+            i += m
+    return float(mean), float(np.sqrt(np.float32(var_sum / <float>n)))
+
+
+# ----------------------------------------------------------------------------- uniform quantization
+
+def quantize_uniform_f32(values, float scale):
+    """Uniform reconstruction quantizer (§5.5, lambda = 0) on float32 ``values``:
+    ``round_half_away_from_zero(float32(scale * x))`` as int32, in one pass without the GIL.
+    ``scale`` is the float32 inverse step; the product and the rounding are float32
+    operations, as in other NNC encoders. The caller checks that the levels fit int32."""
+    cdef const float[::1] x = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    out = np.empty(x.shape[0], dtype=np.int32)
+    cdef int32_t[::1] o = out
+    cdef Py_ssize_t i
+    cdef float s, w, f
+    with nogil:
+        for i in range(x.shape[0]):
+            s = scale * x[i]
+            w = truncf(s)
+            f = s - w
+            if fabsf(f) >= 0.5:
+                w = w + (-1.0 if f < 0 else 1.0)
+            o[i] = <int32_t>w
+    return out

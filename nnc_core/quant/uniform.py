@@ -6,6 +6,7 @@ in float32 too (``x - trunc(x)`` is exact), so no float64 copy of the tensor is 
 """
 import numpy as np
 
+from ..cabac.trellis import quantize_uniform_f32
 from .step import INT32_MAX
 
 
@@ -25,12 +26,12 @@ def round_half_away(values: np.ndarray) -> np.ndarray:
 
 
 def level_range(x: np.ndarray, step) -> tuple[float, float]:
-    """Smallest and largest rounded level of ``x`` (rounding is monotonic: round the ends)."""
+    """Smallest and largest rounded level of ``x``: scaling by a positive factor and rounding
+    are monotonic, so these are the levels of the smallest and the largest value."""
     if x.size == 0:
         return 0.0, 0.0
-    s = scaled(x, step)
-    ends = np.array([s.min(), s.max()], dtype=np.float32)
-    return tuple(float(v) for v in round_half_away(ends))
+    ends = np.array([x.min(), x.max()], dtype=np.float32)
+    return tuple(float(v) for v in round_half_away(scaled(ends, step)))
 
 
 def fits(x: np.ndarray, step, lowest: int, highest: int) -> bool:
@@ -39,7 +40,9 @@ def fits(x: np.ndarray, step, lowest: int, highest: int) -> bool:
 
 
 def quantize_uniform(x: np.ndarray, step) -> np.ndarray | None:
-    """Levels of float32 ``x`` at ``step``; None if any level leaves the int32 range."""
+    """Levels of float32 ``x`` at ``step``; None if any level leaves the int32 range.
+    The compiled loop does what ``round_half_away(scaled(x, step))`` does, in one pass."""
     if not fits(x, step, -INT32_MAX - 1, INT32_MAX):
         return None
-    return round_half_away(scaled(x, step)).astype(np.int32)
+    inverse = np.float32(np.float32(1.0) / np.float32(step))
+    return quantize_uniform_f32(x, inverse).reshape(x.shape)

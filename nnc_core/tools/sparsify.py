@@ -19,11 +19,15 @@ the same ``args`` dict gives the same tensors:
 
 Vectors (biases, norms), all-zero tensors and local scales (``*.weight_scaling``) are left
 as they are. The arithmetic follows NNCodec's float32/float64 mix exactly (thresholds are
-formed in float64 from float32 statistics and compared in float32).
+formed in float64 from float32 statistics and compared in float32); the statistics are
+summed in the order of the reference's numpy 1.x (``float32_mean_std``), which numpy 2 does
+not keep.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..cabac.trellis import float32_mean_std
 
 __all__ = ["sparsify", "sparsify_unstructured", "sparsify_structured", "zero_share"]
 
@@ -47,8 +51,8 @@ def _half_step(qp: int, qp_density: int) -> float:
     return (k + (qp & (k - 1))) * 2.0 ** ((qp >> qp_density) - qp_density) / 2
 
 
-def _threshold(w: np.ndarray, delta: float, floor: float) -> np.float32:
-    mu, sigma = float(np.mean(w)), float(np.std(w))
+def _threshold(w: np.ndarray, delta: float, floor: float, stats=None) -> np.float32:
+    mu, sigma = stats if stats is not None else float32_mean_std(w)
     t = max(abs(mu - delta * sigma), abs(mu + delta * sigma))
     return np.float32(max(t, floor))
 
@@ -71,12 +75,16 @@ def sparsify_unstructured(tensors: dict[str, np.ndarray], target: float, qp: int
     floor = _half_step(qp, qp_density)
     base = {k: _cut(v, np.float32(floor)) if _prunable(k, v) else v for k, v in tensors.items()}
     current, delta = base, START_DELTA
+    stats: dict[str, tuple[float, float]] = {}        # of the base tensors: fixed over rounds
     for _ in range(MAX_ROUNDS + 1):
         share = zero_share(current)
         if share >= target:
             break
         delta += _next_increment(target - share)
-        current = {k: _cut(v, _threshold(v, delta, floor)) if _prunable(k, v) else v
+        for k, v in base.items():
+            if k not in stats and _prunable(k, v):
+                stats[k] = float32_mean_std(v)
+        current = {k: _cut(v, _threshold(v, delta, floor, stats[k])) if _prunable(k, v) else v
                    for k, v in base.items()}
     return current
 
