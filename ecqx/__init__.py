@@ -9,7 +9,9 @@ DNNs", xxAI, LNAI 13200, 2022).
 * :mod:`ecqx.quantizer` - shadow weights, grids and assignments of a whole network,
 * :mod:`ecqx.size` - the network's real size as one NNC bitstream,
 * :mod:`ecqx.relevance`, :mod:`ecqx.composites` - LRP weight relevances with zennit,
-* :mod:`ecqx.train` - one training epoch (ECQ, or ECQx with smoothed relevances).
+* :mod:`ecqx.sources` - the network the relevances are computed on,
+* :mod:`ecqx.train` - one training epoch (ECQ, or ECQx with smoothed relevances),
+* :mod:`ecqx.protocol` - the training protocols: ours and the official release's.
 """
 from .assign import (assign, assignment_costs, cluster_probabilities, information_content,
                      lambda_max, layer_lambda, relevance_assign)

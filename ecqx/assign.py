@@ -16,6 +16,13 @@ ECQx multiplies the zero cluster's cost by ``rho * R^beta``, with ``R`` the weig
 relevance normalised to [0, 1] in its layer: relevant weights find zero expensive and stay
 (or regrow), irrelevant ones are pruned. ``beta`` is searched so that the layer's sparsity
 stays within ``p`` below the plain ECQ sparsity.
+
+Two choices of the official release (d-becking/ECQx) are offered beside ours: its form of
+``lambda_max`` (:data:`LAMBDA_MAX`) and a cap on ``beta`` (``beta_max``, 1 there). The factor
+may also be restricted to the weights that are non-zero now (``factor_on``): relevances
+computed on the quantized network give every zero weight relevance 0, which shrinks its zero
+cost so that a pruned weight hardly ever regrows; restricted, a zero weight regrows exactly
+when ECQ's would, and the relevance only decides which non-zero weights are pruned.
 """
 from __future__ import annotations
 
@@ -71,6 +78,25 @@ def lambda_max(weight: torch.Tensor, grid: Grid, info: torch.Tensor) -> float:
     return best
 
 
+def lambda_max_official(weight: torch.Tensor, grid: Grid, info: torch.Tensor) -> float:
+    """``lambda_max`` as the official release computes it: ``((c - w)^2 - (0 - w))^2 / (I_c - I_0)``
+    for the extreme weight ``w`` of each side and its nearest centroid ``c`` (the larger side).
+    Close to :func:`lambda_max` while ``w`` is small and near ``c``, it is not the lambda at
+    which the extreme weight's cost on ``c`` equals its cost on zero."""
+    w = weight.detach().flatten().double()
+    centroids = grid.centroids(torch.float64)
+    z, best = grid.zero_index, 0.0
+    for extreme in (w.max(), w.min()):
+        c = int(nearest(extreme.reshape(1), grid)[0])
+        gain = info[c] - info[z]
+        if c != z and torch.isfinite(gain) and gain > 0:
+            best = max(best, float(((centroids[c] - extreme) ** 2 + extreme) ** 2 / gain))
+    return best
+
+
+LAMBDA_MAX = {"ours": lambda_max, "official": lambda_max_official}
+
+
 def layer_lambda(Lambda: float, size: int, largest: int, lam_max: float,
                  sustain: float = SIZE_SUSTAIN) -> float:
     """``lambda_l = Lambda * lambda_max * (N_l / N_max + sustain) / (1 + sustain)``."""
@@ -108,15 +134,27 @@ def normalised_relevance(relevance: torch.Tensor) -> torch.Tensor:
     return r / top if top > 0 else r
 
 
+def zero_factor(relevance: torch.Tensor, beta: float, rho: float = RHO,
+                factor_on: torch.Tensor | None = None) -> torch.Tensor:
+    """ECQx's factor ``rho * R^beta`` on each weight's zero cost (``R`` normalised); 1, the ECQ
+    cost, where ``factor_on`` (flattened, boolean) is False."""
+    factor = rho * relevance.clamp_min(1e-12) ** beta
+    if factor_on is None:
+        return factor
+    return torch.where(factor_on.flatten().to(factor.device), factor, torch.ones_like(factor))
+
+
 def relevance_assign(weight: torch.Tensor, grid: Grid, lam: float, info: torch.Tensor,
                      relevance: torch.Tensor, p: float, rho: float = RHO,
-                     max_iterations: int = 50) -> tuple[torch.Tensor, float, bool]:
+                     max_iterations: int = 50, beta_max: float = math.inf,
+                     factor_on: torch.Tensor | None = None) -> tuple[torch.Tensor, float, bool]:
     """ECQx assignment: ``(indices, beta, converged)``.
 
     ``beta`` starts where the mean relevance gets the factor ``rho / 2`` and moves (by 10 %,
     later 50 % and 75 % steps) until the layer's sparsity lies in ``[s - p, s]``, ``s`` being
     the plain ECQ sparsity of the same weights: a larger ``beta`` shrinks ``R^beta`` and makes
-    zero cheaper. Without any relevance the ECQ assignment is returned.
+    zero cheaper. ``beta`` never exceeds ``beta_max``; ``factor_on`` limits the factor to
+    some weights (:func:`zero_factor`). Without any relevance the ECQ assignment is returned.
     """
     plain = assign(weight, grid, lam, info)
     r = normalised_relevance(relevance)
@@ -124,13 +162,16 @@ def relevance_assign(weight: torch.Tensor, grid: Grid, lam: float, info: torch.T
     if not 0.0 < mean < 1.0:
         return plain, 0.0, True
     target = sparsity(plain, grid)
-    beta = math.log(0.5) / math.log(mean)
+    beta = min(math.log(0.5) / math.log(mean), beta_max)
     indices = plain
     for iteration in range(max_iterations):
-        indices = assign(weight, grid, lam, info, rho * r.clamp_min(1e-12) ** beta)
+        indices = assign(weight, grid, lam, info, zero_factor(r, beta, rho, factor_on))
         s = sparsity(indices, grid)
         if target - p <= s <= target:
             return indices, beta, True
         step = 0.1 if iteration < 20 else 0.5 if iteration < 40 else 0.75
-        beta *= 1.0 + step * (1.0 if s < target - p else -1.0)
+        moved = min(beta * (1.0 + step * (1.0 if s < target - p else -1.0)), beta_max)
+        if moved == beta:               # pinned at the cap: every further try is this one
+            break
+        beta = moved
     return indices, beta, False

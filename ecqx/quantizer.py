@@ -5,17 +5,23 @@ in full precision) always hold centroid values; :class:`ModelQuantizer` keeps a
 full-precision shadow copy of each, the fixed grids, and the current assignment. After each
 optimizer step on the shadows it re-assigns every layer (ECQ, or ECQx when relevances are
 given) and writes the centroids back into the network.
+
+Options of the assignment: ``lambda_max`` (a key of :data:`ecqx.assign.LAMBDA_MAX`),
+``beta_max`` (the cap of ECQx's exponent), ``relevance_on`` (a key of :data:`RELEVANCE_ON`:
+which weights' zero cost the relevance factor scales) and ``ste`` (a key of
+:data:`ecqx.ste.SCALES`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from .assign import (assign, cluster_probabilities, information_content, lambda_max, layer_lambda,
+from .assign import (LAMBDA_MAX, assign, cluster_probabilities, information_content, layer_lambda,
                      relevance_assign, sparsity)
 from .grid import Grid, make_grid
-from .ste import shadow_gradient
+from .ste import SCALES, shadow_gradient
 
 EXCLUDED = ("downsample", "shortcut", "aux_classifier")
 
@@ -35,12 +41,30 @@ class LayerState:
     beta: float = 0.0
 
 
+# which weights the relevance factor applies to (None: all); from the current assignment
+RELEVANCE_ON = {"all": lambda state: None,
+                "nonzero": lambda state: state.indices != state.grid.zero_index}
+
+
+def _choice(registry: dict, value: str, what: str):
+    if value not in registry:
+        raise ValueError(f"unknown {what} {value!r} ({', '.join(registry)})")
+    return registry[value]
+
+
 class ModelQuantizer:
     """ECQ/ECQx quantization of ``model``'s weights to ``bits`` bits with strength ``Lambda``."""
 
     def __init__(self, model: torch.nn.Module, bits: int = 4, Lambda: float = 0.05,
-                 p: float = 0.1, names: list[str] | None = None):
+                 p: float = 0.1, names: list[str] | None = None, *, lambda_max: str = "ours",
+                 beta_max: float = math.inf, relevance_on: str = "all", ste: str = "magnitude"):
         self.model, self.bits, self.Lambda, self.p = model, bits, Lambda, p
+        self.lambda_max = _choice(LAMBDA_MAX, lambda_max, "lambda_max form")
+        self.factor_on = _choice(RELEVANCE_ON, relevance_on, "relevance_on")
+        _choice(SCALES, ste, "straight-through scale")
+        if not beta_max > 0:
+            raise ValueError(f"beta_max must be positive, got {beta_max}")
+        self.beta_max, self.ste = beta_max, ste
         params = dict(model.named_parameters())
         self.names = names if names is not None else quantizable(model)
         self.layers = {}
@@ -63,7 +87,7 @@ class ModelQuantizer:
         for name, state in self.layers.items():
             grad = params[name].grad
             if grad is not None:
-                state.shadow.grad = shadow_gradient(grad, state.indices, state.grid)
+                state.shadow.grad = shadow_gradient(grad, state.indices, state.grid, self.ste)
 
     @torch.no_grad()
     def quantize(self, relevances: dict[str, torch.Tensor] | None = None) -> None:
@@ -73,12 +97,14 @@ class ModelQuantizer:
         for name, state in self.layers.items():
             w = state.shadow.detach()
             info = information_content(cluster_probabilities(w, state.grid))
-            lam = layer_lambda(self.Lambda, w.numel(), self.largest, lambda_max(w, state.grid, info))
+            lam = layer_lambda(self.Lambda, w.numel(), self.largest, self.lambda_max(w, state.grid, info))
             relevance = relevances.get(name) if relevances else None
             if relevance is None:
                 state.indices = assign(w, state.grid, lam, info)
             else:
-                state.indices, state.beta, _ = relevance_assign(w, state.grid, lam, info, relevance, self.p)
+                state.indices, state.beta, _ = relevance_assign(
+                    w, state.grid, lam, info, relevance, self.p, beta_max=self.beta_max,
+                    factor_on=self.factor_on(state))
             centroids = state.grid.centroids(dtype=w.dtype, device=w.device)
             params[name].copy_(centroids[state.indices].view_as(w))
 

@@ -1,5 +1,6 @@
 """run.py ecqx as users run it: the smoke run, its outputs (bitstream, checkpoint, JSON),
-the fallback training of a missing default checkpoint, early stopping, --help."""
+the fallback training of a missing default checkpoint, early stopping, --help, the
+protocols and variant flags; and the sweep's bookkeeping (cells, resuming, old files)."""
 import json
 import os
 import subprocess
@@ -34,7 +35,9 @@ def test_help_lists_the_ecqx_flags():
                  "--p", "--alpha", "--epochs", "--pretrain_epochs", "--lr", "--batch_size",
                  "--max_batches", "--model", "--model_path", "--model_rand_int", "--dataset",
                  "--dataset_path", "--results", "--wandb", "--wandb_key", "--wandb_run_name",
-                 "--verbose", "--device", "--patience"):
+                 "--verbose", "--device", "--patience", "--protocol", "--relevance_source",
+                 "--relevance_reset", "--beta_max", "--lambda_max", "--relevance_on",
+                 "--ecq_warmup_steps", "--lrp_every", "--ste", "--final_test"):
         assert flag in result.stdout, flag
     assert "resnetcifar" in result.stdout and "mobilenet" in result.stdout
 
@@ -119,3 +122,109 @@ def test_ecqx_on_a_segmentation_network(tmp_path):
     assert results["metric_name"] == "mIoU" and results["method"] == "ECQx"
     assert 0.0 < results["best"]["metric"] <= 100.0
     assert results["best"]["compressed_bytes"] == (tmp_path / "ecqx_fmnist_segnet_4bit_L0.05_best.nnc").stat().st_size
+
+
+def _args(*argv):
+    from experiments import ecqx_run
+    return ecqx_run.resolve_args(ecqx_run.build_parser().parse_args(list(argv)))
+
+
+def test_protocol_defaults_and_explicit_flags():
+    ours = _args("--lrp")
+    assert (ours.lr, ours.epochs, ours.max_batches, ours.relevance_source) == (1e-4, 3, 200, "quantized")
+    official = _args("--lrp", "--protocol", "official", "--lr", "5e-4", "--relevance_on", "nonzero")
+    assert (official.lr, official.epochs, official.max_batches) == (5e-4, 10, 0)
+    assert (official.relevance_source, official.relevance_reset, official.beta_max,
+            official.lambda_max, official.relevance_on) == ("stepped", "epoch", 1.0, "official", "nonzero")
+
+
+@pytest.mark.parametrize("flags", [["--relevance_on", "nonzero"], ["--ecq_warmup_steps", "10"],
+                                   ["--lrp_every", "4"], ["--relevance_source", "shadow"],
+                                   ["--beta_max", "1"]])
+def test_ecqx_flags_without_lrp_are_errors(flags):
+    with pytest.raises(SystemExit, match=f"{flags[0]} only act"):
+        _args(*flags)
+
+
+@needs_data
+def test_warmup_over_the_whole_run_is_an_error(tmp_path):
+    result = run_py("ecqx", "--lrp", "--max_batches", "2", "--epochs", "1", "--ecq_warmup_steps", "2",
+                    "--max_eval_batches", "1", "--results", str(tmp_path), "--no-verbose")
+    assert result.returncode == 1
+    assert "--ecq_warmup_steps 2 covers all 2 training steps" in result.stderr
+
+
+@needs_data
+def test_official_protocol_with_variants_and_final_test(tmp_path):
+    from experiments import ecqx_run
+    args = ecqx_run.build_parser().parse_args(
+        ["--lrp", "--protocol", "official", "--bitwidth", "2", "--max_batches", "3", "--epochs", "1",
+         "--max_eval_batches", "2", "--relevance_on", "nonzero", "--lrp_every", "2",
+         "--ecq_warmup_steps", "1", "--final_test", "--results", str(tmp_path), "--no-verbose"])
+    results = ecqx_run.run(args)
+    assert results["lrp_passes"] == 1                      # steps 2 (LRP) and 3 (reused)
+    assert results["options"]["lr"] == 1e-3 and results["options"]["relevance_source"] == "stepped"
+    best = results["best"]
+    assert best["final_metrics"]["samples"] == 10000 and 0 < best["final_metric"] <= 100
+    assert all(beta <= 1.0 for beta in best["betas"].values())
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+def _fake_run(calls):
+    def run_setting(method, bits, Lambda, seed, settings, device=None):
+        calls.append((method, bits, Lambda, seed))
+        metric = 80.0 + bits + seed + (1.0 if method == "ECQx" else 0.0)
+        return {"method": method, "protocol": settings["protocol"], "seed": seed, "bitwidth": bits,
+                "Lambda": Lambda, "metric": metric, "sparsity": 50.0 + seed, "metric_name": "top1",
+                "compressed_bytes": 1000 * bits + seed, "full_precision": 93.0}
+    return run_setting
+
+
+def test_sweep_accumulates_seeds_and_resumes(tmp_path, monkeypatch):
+    from benchmarks import ecqx_sweep
+    calls = []
+    monkeypatch.setattr(ecqx_sweep, "run_setting", _fake_run(calls))
+    out = tmp_path / "sweep.json"
+    common = ["--bits", "2", "3", "--lambdas", "0.05", "--methods", "ECQ", "ECQx", "--output", str(out)]
+    assert ecqx_sweep.main([*common, "--seeds", "0"]) == 0
+    assert len(calls) == 4
+    assert ecqx_sweep.main([*common, "--seeds", "0", "1", "2"]) == 0
+    assert len(calls) == 12 and all(seed > 0 for *_, seed in calls[4:])     # only the new runs
+    data = json.loads(out.read_text())
+    assert data["settings"] == {"protocol": "official", "epochs": 10, "max_batches": 0, "lr": 1e-3,
+                                "max_eval_batches": None, "lrp_every": 1}
+    cell = next(c for c in data["cells"] if c["method"] == "ECQx" and c["bitwidth"] == 2)
+    assert cell["n"] == 3 and cell["seeds"] == [0, 1, 2]
+    assert cell["metric"] == pytest.approx({"mean": 84.0, "std": 1.0, "min": 83.0, "max": 85.0})
+    assert "| 2 | 0.05 | ECQx | 3 | 84.00 ± 1.00 [83.00, 85.00] | 51.0 | 2,001 | +1.00 |" in \
+        ecqx_sweep.markdown(data["cells"])
+    assert out.with_suffix(".png").exists()
+    with pytest.raises(SystemExit, match="other settings: lrp_every 1 \\(now 4\\)"):
+        ecqx_sweep.main([*common, "--seeds", "0", "--lrp_every", "4"])
+
+
+def test_sweep_flags_per_method():
+    from benchmarks import ecqx_sweep
+    settings = {"protocol": "official", "epochs": 10, "max_batches": 0, "lr": 1e-3,
+                "max_eval_batches": 20, "lrp_every": 4}
+    assert ecqx_sweep.method_flags("ECQ", settings) == [
+        "--protocol", "official", "--epochs", "10", "--max_batches", "0", "--lr", "0.001",
+        "--max_eval_batches", "20"]
+    assert ecqx_sweep.method_flags("ECQx nonzero", settings)[:3] == ["--lrp", "--relevance_on", "nonzero"]
+    assert ecqx_sweep.method_flags("ECQx nonzero", settings)[-2:] == ["--lrp_every", "4"]
+    for method, flags in ecqx_sweep.METHODS.items():       # every method is a valid run.py ecqx
+        _args(*ecqx_sweep.method_flags(method, settings))
+
+
+def test_the_committed_sweep_file_stays_readable():
+    from benchmarks import ecqx_sweep
+    path = ROOT / "benchmarks" / "results" / "ecqx_sweep.json"
+    data = json.loads(path.read_text())
+    settings = ecqx_sweep.stored_settings(data)
+    assert settings["protocol"] in ecqx_sweep.PROTOCOLS
+    runs = ecqx_sweep.load(path, settings, fresh=False)
+    assert runs and all({"method", "bitwidth", "Lambda", "metric", "compressed_bytes"} <= set(r)
+                        for r in runs.values())
+    assert all(r["method"] in ecqx_sweep.METHODS for r in runs.values())
+    assert ecqx_sweep.cells(list(runs.values()))
