@@ -11,6 +11,7 @@ example/weights/ and evaluates it on the Fashion-MNIST test set:
     python main.py --model resnet50 --dataset imagenet --dataset_path /data/imagenet --use_dq
     python main.py --model timm/mobilenetv3_small_050 --model_rand_int --pre_train_model
     python main.py --model resnet20 --dataset fashion_mnist --pre_train_model --epochs 15 --lr 0.1
+    torchrun --nproc_per_node 2 main.py --pre_train_model --epochs 12 --batch_size 64 --lr 0.1
     python main.py --model hf:path/to/llm_folder --qp_sweep -40 -34 --use_dq
     python main.py --model hf:path/to/llm_folder --dataset text --dataset_path wiki.test.raw \
         --qp_sweep -38 -32 -26 --use_dq --baselines      # perplexity of any causal LM
@@ -22,6 +23,10 @@ args.yaml and, for a sweep, a rate-accuracy plot. An hf:<path> checkpoint (a loc
 Face model folder or a .safetensors file) is coded and reported per tensor (bits per weight,
 relative error); with a language-modelling --dataset (text, v2x) a causal LM folder is also
 evaluated, its perplexity measured before and after coding (needs transformers).
+
+Under torchrun (torchrun --nproc_per_node N main.py ...) pre-training and LSA run data
+parallel (DDP; gloo on the CPU, nccl on CUDA), --batch_size is per process, the test set is
+split over the processes, and only rank 0 prints and writes.
 """
 from __future__ import annotations
 
@@ -57,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     coding.add_argument("--opt_qp", action="store_true",
                         help="choose a qp per layer from its relative size and spread")
     coding.add_argument("--use_dq", action="store_true", help="dependent (trellis) quantization")
+    coding.add_argument("--lambda_scale", type=float, default=0.0, metavar="SCALE",
+                        help="rate-distortion optimised quantization: choose each level by "
+                             "distortion + lambda * rate, lambda this multiple of the high-rate "
+                             "slope (default 0: off; 1 is the usual setting)")
     coding.add_argument("--bnf", action="store_true", help="fold BatchNorm into the preceding layers")
     coding.add_argument("--lsa", action="store_true",
                         help="local scaling adaptation: train per-channel scales after quantization")
@@ -76,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     coding.add_argument("--approx_method", choices=["uniform", "codebook"], default="uniform")
     coding.add_argument("--bitdepth", type=int, default=None,
                         help="integer bit depth of the quantized weights (default: none)")
+    coding.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="code and decode the model's tensors on N threads (default: all "
+                             "cores); the bitstream does not depend on it")
     data = parser.add_argument_group("model and data")
     data.add_argument("--model", default="resnet20",
                       help="registered model name, timm/<name> for a timm model, or hf:<path> "
@@ -91,13 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max_seq_len", type=int, default=None,
                       help="tokens per sequence of a language-modelling data set (default: the "
                            "data set's; the longest v2x record + 1, windows of 256 for text)")
-    data.add_argument("--batch_size", type=int, default=64)
+    data.add_argument("--batch_size", type=int, default=64,
+                      help="batch size per process (default 64; under torchrun a training step "
+                           "sees N times as many)")
     data.add_argument("--workers", type=int, default=0, help="data-loading processes")
     data.add_argument("--max_batches", type=int, default=None,
-                      help="train (pre-training, LSA) on at most this many batches per epoch")
+                      help="train (pre-training, LSA) on at most this many batches (steps) per "
+                           "epoch, in every process")
     data.add_argument("--max_eval_batches", type=int, default=None,
                       help="evaluate on at most this many batches (default: the whole test set)")
-    train = parser.add_argument_group("training (pre-training and LSA)")
+    train = parser.add_argument_group(
+        "training (pre-training and LSA)",
+        "data parallel under torchrun --nproc_per_node N main.py ...; only rank 0 writes")
     train.add_argument("--pre_train_model", action="store_true",
                        help="train the model first and save it to --model_path")
     train.add_argument("--epochs", type=int, default=1, help="epochs of pre-training or LSA")

@@ -6,8 +6,9 @@ Run them from the repository root as modules, so that the repository's packages
     env/bin/python -m benchmarks.codec_bench --quick
     env/bin/python -m benchmarks.rdoq_bench --quick
     env/bin/python -m benchmarks.nnc_reproduction --qps -32 -26 --max_eval_batches 10
-    env/bin/python -m benchmarks.ecqx_sweep --bits 4 --lambdas 0.05 0.2 --epochs 1
+    env/bin/python -m benchmarks.ecqx_sweep --quick
     env/bin/python -m benchmarks.update_coding --quick
+    env/bin/python -m benchmarks.leaderboard --quick --output /tmp/leaderboard.json
 
 Results go to ``benchmarks/results/`` (JSON and PNG).
 """

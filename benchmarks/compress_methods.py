@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Every ``run.py compress`` method on the shipped Fashion-MNIST ResNet-20 (full test set):
-INT8 PTQ and QAT, HAWQ mixed INT8/INT4, INT4 PTQ and QAT, XNOR and DoReFa binarization. For each:
+INT8 PTQ and QAT, HAWQ mixed INT8/INT4, INT4 PTQ and QAT, XNOR and DoReFa binarization,
+magnitude and RB sparsity, filter pruning, and sparsity or pruning followed by INT8. For each:
 top-1 in PyTorch, in onnxruntime and reloaded from the NNC file, the bytes of the ONNX file
 and of the NNC file, onnxruntime latency. Next to them, from the committed results of the
 same model: NNC coding without training (``main.py``, ``nnc_reproduction.json``) and ECQ
@@ -44,10 +45,17 @@ METHODS = {
     "int4_qat": ("fmnist_resnet20_int4", ["--epochs", "2", "--max_batches", "150", "--lr", "1e-4"]),
     "xnor": ("fmnist_resnet20_xnor", ["--epochs", "6", "--max_batches", "60", "--lr", "1e-3"]),
     "dorefa": ("fmnist_resnet20_dorefa", ["--epochs", "6", "--max_batches", "60", "--lr", "1e-3"]),
+    "magnitude_sparsity": ("fmnist_resnet20_magnitude", ["--epochs", "4", "--max_batches", "300", "--lr", "1e-4"]),
+    "rb_sparsity": ("fmnist_resnet20_rb", ["--epochs", "4", "--max_batches", "300", "--lr", "1e-4"]),
+    "filter_pruning": ("fmnist_resnet20_filter_pruning", ["--epochs", "3", "--max_batches", "300", "--lr", "1e-4"]),
+    "magnitude_int8_ptq": ("fmnist_resnet20_magnitude_int8", []),
+    "pruning_int8_ptq": ("fmnist_resnet20_pruning_int8", []),
+    "pruning_int8_qat": ("fmnist_resnet20_pruning_int8", ["--epochs", "2", "--max_batches", "300", "--lr", "1e-4"]),
 }
 KEYS = ("accuracy_before", "accuracy_after", "accuracy_drop", "accuracy_onnx", "accuracy_nnc",
-        "onnx_bytes", "onnx_float32_bytes", "nnc_bytes", "float32_bytes", "latency_ms",
-        "latency_ms_float32", "apply_s", "epochs", "layers")
+        "onnx_bytes", "onnx_float32_bytes", "nnc_bytes", "nnc_coding", "float32_bytes",
+        "float32_bytes_after", "weight_sparsity", "latency_ms", "latency_ms_float32", "apply_s",
+        "epochs", "layers")
 
 
 def run_method(name: str, common: list[str]) -> dict:
@@ -57,7 +65,7 @@ def run_method(name: str, common: list[str]) -> dict:
                 *flags, *common]
         result = run(build_parser().parse_args(argv))
     return {"method": name, "config": f"configs/{config}.json", "flags": flags,
-            **{k: result[k] for k in KEYS}}
+            **{k: result[k] for k in KEYS if k in result}}
 
 
 def nnc_points() -> list[dict]:

@@ -26,6 +26,9 @@ class CompressionAlgorithm:
 
     ``apply`` changes the model in place (and initialises what it inserted);
     ``epoch_start`` is called before every fine-tuning epoch (schedules);
+    ``loss`` is a term added to the task loss while fine-tuning (or None);
+    ``finalize`` makes the result permanent once training is over (masks multiplied into
+    the weights, pruned filters removed: NNCF's ``strip``);
     ``layer_report`` says, per compressed layer, what it became."""
 
     name = ""
@@ -37,6 +40,17 @@ class CompressionAlgorithm:
         raise NotImplementedError
 
     def epoch_start(self, model: torch.nn.Module, epoch: int, optimizer) -> None:
+        """Nothing by default."""
+
+    def check_with(self, others: list["CompressionAlgorithm"]) -> None:
+        """Raise ConfigError if this algorithm cannot run with ``others`` (the config's
+        other algorithms); nothing by default."""
+
+    def loss(self) -> torch.Tensor | None:
+        """None by default."""
+        return None
+
+    def finalize(self, model: torch.nn.Module) -> None:
         """Nothing by default."""
 
     def layer_report(self, model: torch.nn.Module) -> list[dict]:

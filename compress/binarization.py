@@ -57,8 +57,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .base import CompressionAlgorithm, Context
-from .calibrate import calibration_batches
-from .config import ConfigError, check_keys, register_algorithm
+from .calibrate import adapt_batchnorm, calibration_batches
+from .config import ConfigError, adaptation_samples, check_keys, integer_option, register_algorithm
 from .fake_quant import MIN_SCALE
 from .fold import BATCHNORMS
 from .layers import quantized_layers, wrap_layers
@@ -305,35 +305,6 @@ def initialize_activation_binarizers(model: nn.Module, loader, device, num_sampl
     return seen
 
 
-@torch.no_grad()
-def adapt_batchnorm(model: nn.Module, loader, device, num_samples: int, verbose: bool = True) -> int:
-    """Re-estimate the statistics of every BatchNorm of ``model`` as the plain average of
-    the batch statistics of ``num_samples`` samples of ``loader``, run through the model in
-    training mode without gradients; returns the number of samples used."""
-    norms = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
-    if not norms:
-        raise ValueError("batchnorm_adaptation: the model has no BatchNorm that tracks statistics")
-    momenta = [m.momentum for m in norms]
-    training = model.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None            # cumulative average instead of an exponential one
-    model.train()
-    seen = 0
-    try:
-        for inputs in tqdm(calibration_batches(loader, num_samples), desc="adapt batchnorm",
-                           leave=False, disable=not verbose):
-            model(inputs.to(device))
-            seen += len(inputs)
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.train(training)
-    if not seen:
-        raise ValueError("batchnorm_adaptation saw no sample: the calibration loader is empty")
-    return seen
-
-
 @dataclass(frozen=True)
 class Schedule:
     """NNCF's staged binarization schedule (the ``params`` of the section), in epochs from
@@ -368,13 +339,6 @@ def _schedule(params: dict, where: str) -> Schedule:
     return Schedule(**params)
 
 
-def _count(section: dict, key: str, default: int, least: int, where: str) -> int:
-    value = section.get(key, default)
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
-        raise ConfigError(f"{where}: {key} must be an integer >= {least}, got {value!r}")
-    return value
-
-
 def _input_binarizer(layer: nn.Module) -> ActivationBinarizer:
     if isinstance(layer, nn.Linear):
         return ActivationBinarizer(layer.in_features, axis=-1)
@@ -399,12 +363,9 @@ class BinarizationAlgorithm(CompressionAlgorithm):
         self.schedule = _schedule(section.get("params", {}), f"{where}: params")
         self.ignored, self.targets = section.get("ignored_scopes", []), section.get("target_scopes")
         init = check_keys(section.get("initializer", {}), INITIALIZER_KEYS, f"{where}: initializer")
-        adaptation = check_keys(init.get("batchnorm_adaptation", {}), {"num_bn_adaptation_samples"},
-                                f"{where}: initializer.batchnorm_adaptation")
-        self.num_bn_adaptation_samples = _count(adaptation, "num_bn_adaptation_samples", 2000, 0,
-                                                f"{where}: initializer.batchnorm_adaptation")
+        self.num_bn_adaptation_samples = adaptation_samples(init, 2000, where)
         ranges = check_keys(init.get("range", {}), {"num_init_samples"}, f"{where}: initializer.range")
-        self.num_init_samples = _count(ranges, "num_init_samples", 256, 1, f"{where}: initializer.range")
+        self.num_init_samples = integer_option(ranges, "num_init_samples", 256, 1, f"{where}: initializer.range")
         self._optimizer, self._base = None, []
 
     def apply(self, model: nn.Module, context: Context) -> None:

@@ -1,15 +1,20 @@
 """Calibration: run a few batches through a model with uninitialised quantizers, observe
 the input of every quantized layer, and set each quantizer's range (weights from the
-weights themselves, per output channel; activations from an :mod:`.ranges` observer)."""
+weights themselves, per output channel; activations from an :mod:`.ranges` observer).
+
+Also BatchNorm adaptation (:func:`adapt_batchnorm`), which every algorithm that changes
+the weights under a BatchNorm (binarization, sparsity, pruning) offers."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from .fold import BATCHNORMS
 from .layers import quantized_layers
 from .ranges import create_observer
 
-__all__ = ["calibrate", "set_weight_ranges", "calibration_batches"]
+__all__ = ["calibrate", "set_weight_ranges", "calibration_batches", "adapt_batchnorm"]
 
 
 def calibration_batches(loader, num_samples: int):
@@ -70,3 +75,30 @@ def calibrate(model, loader, device, *, range_type: str = "mean_min_max", params
     return seen
 
 
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, loader, device, num_samples: int, verbose: bool = True) -> int:
+    """Re-estimate the statistics of every BatchNorm of ``model`` as the plain average of
+    the batch statistics of ``num_samples`` samples of ``loader``, run through the model in
+    training mode without gradients; returns the number of samples used."""
+    norms = [m for m in model.modules() if isinstance(m, BATCHNORMS) and m.track_running_stats]
+    if not norms:
+        raise ValueError("batchnorm_adaptation: the model has no BatchNorm that tracks statistics")
+    momenta = [m.momentum for m in norms]
+    training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None            # cumulative average instead of an exponential one
+    model.train()
+    seen = 0
+    try:
+        for inputs in tqdm(calibration_batches(loader, num_samples), desc="adapt batchnorm",
+                           leave=False, disable=not verbose):
+            model(inputs.to(device))
+            seen += len(inputs)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(training)
+    if not seen:
+        raise ValueError("batchnorm_adaptation saw no sample: the calibration loader is empty")
+    return seen

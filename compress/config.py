@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 __all__ = ["ConfigError", "CompressionConfig", "load_config", "check_keys", "ALGORITHMS",
-           "register_algorithm"]
+           "register_algorithm", "integer_option", "adaptation_samples"]
 
 TOP_KEYS = {"input_info", "compression", "description"}
 INPUT_INFO_KEYS = {"sample_size", "type"}
@@ -47,6 +47,21 @@ def check_keys(section: dict, allowed: set, where: str) -> dict:
         raise ConfigError(f"{where}: unknown key {', '.join(map(repr, unknown))} "
                           f"(known: {', '.join(sorted(allowed))})")
     return section
+
+
+def integer_option(section: dict, key: str, default: int, least: int, where: str) -> int:
+    """``section[key]`` (or ``default``), an integer of at least ``least``, else ConfigError."""
+    value = section.get(key, default)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+        raise ConfigError(f"{where}: {key} must be an integer >= {least}, got {value!r}")
+    return value
+
+
+def adaptation_samples(initializer: dict, default: int, where: str) -> int:
+    """``initializer.batchnorm_adaptation.num_bn_adaptation_samples``, checked."""
+    where = f"{where}: initializer.batchnorm_adaptation"
+    adaptation = check_keys(initializer.get("batchnorm_adaptation", {}), {"num_bn_adaptation_samples"}, where)
+    return integer_option(adaptation, "num_bn_adaptation_samples", default, 0, where)
 
 
 class CompressionConfig:
@@ -80,6 +95,8 @@ class CompressionConfig:
                 raise ConfigError(f"{where}: unknown algorithm {name!r} (known: "
                                   f"{', '.join(sorted(ALGORITHMS))})")
             self.algorithms.append(ALGORITHMS[name](section, where))
+        for algorithm in self.algorithms:
+            algorithm.check_with([a for a in self.algorithms if a is not algorithm])
         self.raw = raw
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from nnc_core.nn import batchnorm_blocks
 
@@ -61,7 +62,9 @@ def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
         gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-        layer.weight.mul_(gain.reshape(shape))
+        stored = layer.parametrizations.weight.original if parametrize.is_parametrized(layer, "weight") \
+            else layer.weight         # under a sparsity mask, fold into the masked tensor
+        stored.mul_(gain.reshape(shape))
         bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
         layer.bias = nn.Parameter((bias - bn.running_mean) * gain + bn.bias)
         _replace(model, bn_name, nn.Identity())

@@ -20,7 +20,7 @@ from .calibrate import calibrate
 from .config import ConfigError, check_keys, register_algorithm
 from .fake_quant import FakeQuantizer, QuantSpec
 from .fold import fold_batchnorm
-from .layers import LAYER_TYPES, matches_scope, quantized_layers, wrap_layers
+from .layers import LAYER_TYPES, layer_kind, matches_scope, quantized_layers, wrap_layers
 from .ranges import OBSERVERS
 
 __all__ = ["QuantizationAlgorithm", "PRECISIONS"]
@@ -128,7 +128,7 @@ class QuantizationAlgorithm(CompressionAlgorithm):
 
     def _layers(self, model: nn.Module) -> list[str]:
         """The layers whose weights are quantized (those mixed precision chooses bits for)."""
-        names = [n for n, m in model.named_modules() if type(m) in LAYER_TYPES]
+        names = [n for n, m in model.named_modules() if layer_kind(m) in LAYER_TYPES]
         return [n for n in names if not matches_scope(n, self.ignored + self.weight_ignored)
                 and (not self.targets or matches_scope(n, self.targets))]
 

@@ -56,7 +56,7 @@ def coding_options(args, qp: int) -> dict:
                 use_dq=args.use_dq, opt_qp=args.opt_qp, bnf=args.bnf, lsa=args.lsa,
                 approx_method=args.approx_method, bitdepth=args.bitdepth,
                 sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor,
-                keep_dtypes=True)
+                lambda_scale=args.lambda_scale, threads=args.threads, keep_dtypes=True)
 
 
 def _squared_error(original: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:

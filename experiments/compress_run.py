@@ -1,12 +1,15 @@
 """One ``run.py compress`` run: apply an NNCF-style JSON config (quantization, binarization,
-...: :mod:`compress`) to a model, fine-tune it if asked (``--epochs``: quantization-aware
-training; 0 is post-training quantization), export it to ONNX and run that file in
-onnxruntime, and save its integer weights coded losslessly by NNC.
+sparsity, filter pruning: :mod:`compress`) to a model, fine-tune it if asked (``--epochs``:
+quantization-aware training, sparsity and pruning schedules; 0 is post-training), make the
+result permanent (masks multiplied in, pruned filters removed), export it to ONNX and run
+that file in onnxruntime, and save it coded by NNC: a quantized model's integer weights
+losslessly, a float one (sparse or pruned) quantized by NNC at ``--qp``.
 
 Reported (printed, JSON, W&B): top-1 before and after (and of the ONNX file in onnxruntime
-and of the model reloaded from the NNC file), the bytes of the float32 model, of the ONNX
-file and of the NNC file, onnxruntime latency against the float32 ONNX model, and the bits
-of every layer.
+and of the model reloaded from the NNC file), the bytes of the float32 model before and
+after (a pruned model is a smaller dense one), of the ONNX file and of the NNC file,
+onnxruntime latency against the float32 ONNX model, and per layer its bits, sparsity or
+kept filters.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress import Context, apply_config, load_config
+from compress import Context, apply_config, compression_loss, finalize, load_config
 from compress.export import OnnxModel, export_onnx, latency_ms, onnx_session
+from compress.layers import quantized_layers
 from compress.nnc_file import decode_integer_state, encode_integer_state, integer_state, load_integer_state
+from nnc_core import nn as nnc_nn
 
 from . import report
 from .builders import build_model, experiment_parser, file_stem, loader, setup_errors, start_run
@@ -38,15 +43,21 @@ EXAMPLES = """examples:
   python run.py compress --config configs/fmnist_resnet20_int4.json --epochs 3
   python run.py compress --config configs/fmnist_resnet20_mixed.json   # HAWQ INT8/INT4
   python run.py compress --config configs/fmnist_resnet20_xnor.json --epochs 6 --lr 1e-3
+  python run.py compress --config configs/fmnist_resnet20_magnitude.json --epochs 4 --max_batches 300
+  python run.py compress --config configs/fmnist_resnet20_rb.json --epochs 4 --max_batches 300
+  python run.py compress --config configs/fmnist_resnet20_filter_pruning.json --epochs 3 --max_batches 300
+  python run.py compress --config configs/fmnist_resnet20_pruning_int8.json   # pruned, then INT8
 """
 LAYER_COLUMNS = [("layer", "layer", "s"), ("params", "params", "d"),
-                 ("weight_bits", "weight bits", "d"), ("activation_bits", "input bits", "d")]
+                 ("weight_bits", "weight bits", "d"), ("activation_bits", "input bits", "d"),
+                 ("sparsity", "zeros", ".3f"), ("filters", "filters", "d"),
+                 ("kept_filters", "kept", "d")]
 SUMMARY_COLUMNS = [("model", "model", "s"), ("top1", "top-1 %", ".2f"), ("bytes", "bytes", "d"),
                    ("latency_ms", "ms / image", ".3f")]
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES)
+    parser = experiment_parser(prog, DESCRIPTION, EXAMPLES, data_parallel=True)
     data = parser.add_argument_group("model and data (as for main.py)")
     data.add_argument("--model", default="resnet20")
     data.add_argument("--model_path", default=None,
@@ -64,6 +75,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     train.add_argument("--max_batches", type=int, default=None,
                        help="fine-tune on at most this many batches per epoch")
+    coding = parser.add_argument_group("NNC coding of a float result (sparsity, pruning)")
+    coding.add_argument("--qp", type=int, default=-32,
+                        help="qp of the weights when the result is not quantized (default -32, "
+                             "as main.py); quantized results are coded losslessly")
+    coding.add_argument("--use_dq", action="store_true", help="dependent quantization for that")
     out = parser.add_argument_group("output")
     out.add_argument("--export", choices=["onnx", "none"], default="onnx",
                      help="write the compressed model as ONNX and test it in onnxruntime "
@@ -82,9 +98,10 @@ def float32_bytes(model: torch.nn.Module) -> int:
 
 
 def fine_tune(model, algorithms, args, info, device, log, test) -> list[dict]:
-    """Adam on every parameter (weights, quantizer steps, thresholds) for ``--epochs``, the
-    algorithms' schedules called before each epoch; tested after each."""
-    train = loader(args, "train", info, shuffle=True, augment=True)
+    """Adam on every parameter (weights, quantizer steps, thresholds, mask logits) for
+    ``--epochs`` with the algorithms' loss terms added, their schedules called before each
+    epoch; tested after each."""
+    train = loader(args, "train", info, shuffle=True, augment=True, dist=log.dist)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     history = []
     for epoch in range(args.epochs):
@@ -92,7 +109,8 @@ def fine_tune(model, algorithms, args, info, device, log, test) -> list[dict]:
             algorithm.epoch_start(model, epoch, optimizer)
         loss = train_one_epoch(model, train, optimizer, device, task=info.task,
                                max_batches=args.max_batches, desc=f"fine-tune {epoch + 1}/{args.epochs}",
-                               verbose=args.verbose)
+                               verbose=args.verbose, regularizer=lambda: compression_loss(algorithms),
+                               dist=log.dist, epoch=epoch)
         metrics = evaluate(model, test, device, info.task, info.num_classes,
                            max_batches=args.max_eval_batches, verbose=args.verbose)
         name, value = headline(metrics, info.task)
@@ -118,18 +136,34 @@ def onnx_results(model, float_model, sample, args, info, test, out_dir: Path, st
 
 
 def nnc_results(model, args, info, device, test, out_dir: Path, stem: str) -> dict:
-    """Code the integer state with NNC, decode it, check it is exact, reload and test it."""
-    state = integer_state(model)
-    bitstream = encode_integer_state(state)
+    """Code the model with NNC, decode it, reload and test it: the integer state of a
+    quantized model losslessly (checked exact), a float model quantized at ``--qp``."""
     path = out_dir / f"{stem}.nnc"
-    path.write_bytes(bitstream)
-    decoded = decode_integer_state(bitstream)
-    exact = all(np.array_equal(decoded[k], v) and decoded[k].dtype == v.dtype for k, v in state.items())
     reloaded = copy.deepcopy(model)
-    load_integer_state(reloaded, decoded)
+    if quantized_layers(model):
+        state = integer_state(model)
+        bitstream = encode_integer_state(state)
+        decoded = decode_integer_state(bitstream)
+        exact = all(np.array_equal(decoded[k], v) and decoded[k].dtype == v.dtype for k, v in state.items())
+        load_integer_state(reloaded, decoded)
+        coding = {"nnc_exact": exact, "nnc_coding": "lossless integer levels"}
+    else:
+        bitstream = nnc_nn.encode_model(model, qp=args.qp, use_dq=args.use_dq).bitstream
+        nnc_nn.load_decoded(reloaded, nnc_nn.decode(bitstream))
+        coding = {"nnc_coding": f"NNC qp {args.qp}{' with DQ' if args.use_dq else ''}"}
+    path.write_bytes(bitstream)
     metrics = evaluate(reloaded, test, device, info.task, info.num_classes,
                        max_batches=args.max_eval_batches, desc="eval from .nnc", verbose=args.verbose)
-    return {"nnc": path.name, "nnc_bytes": len(bitstream), "nnc_exact": exact, "nnc_metrics": metrics}
+    return {"nnc": path.name, "nnc_bytes": len(bitstream), "nnc_metrics": metrics, **coding}
+
+
+def merged_layer_report(algorithms, model) -> list[dict]:
+    """One row per layer with what every algorithm says about it."""
+    rows: dict[str, dict] = {}
+    for algorithm in algorithms:
+        for row in algorithm.layer_report(model):
+            rows.setdefault(row["layer"], {}).update(row)
+    return list(rows.values())
 
 
 def run(args) -> dict:
@@ -156,10 +190,16 @@ def run(args) -> dict:
     log.print(f"after {', '.join(config.names)} ({apply_s:.1f} s): {metric} "
               f"{headline(initial, info.task)[1]:.2f}%")
     history = fine_tune(model, algorithms, args, info, device, log, test) if args.epochs else []
+    if not log.dist.is_main:         # the other processes only take part in fine-tuning
+        return {"history": history}
     after = evaluate(model, test, device, info.task, info.num_classes,
                      max_batches=args.max_eval_batches, verbose=False) if history else initial
+    finalize(model, algorithms)
+    if history:          # pruned filters removed, masks multiplied in: measured as saved
+        after = evaluate(model, test, device, info.task, info.num_classes,
+                         max_batches=args.max_eval_batches, verbose=False)
     value_after = headline(after, info.task)[1]
-    layers = [row for a in algorithms for row in a.layer_report(model)]
+    layers = merged_layer_report(algorithms, model)
     stem = f"{file_stem(args.model)}_{Path(args.config).stem}"
     results = {"model": args.model, "dataset": args.dataset, "weights": source,
                "config": str(args.config), "algorithms": config.names, "epochs": args.epochs,
@@ -167,7 +207,9 @@ def run(args) -> dict:
                "accuracy_initial": headline(initial, info.task)[1], "accuracy_after": value_after,
                "accuracy_drop": value_before - value_after, "metrics_before": before,
                "metrics_after": after, "history": history, "apply_s": apply_s,
-               "float32_bytes": float32_bytes(float_model), "layers": layers}
+               "float32_bytes": float32_bytes(float_model),
+               "float32_bytes_after": float32_bytes(model), "layers": layers,
+               "weight_sparsity": weight_sparsity(model)}
     model.eval()
     results.update(nnc_results(model, args, info, device, test, out_dir, stem))
     if args.export == "onnx":
@@ -175,19 +217,28 @@ def run(args) -> dict:
         results.update(onnx_results(model, float_model, sample, args, info, test, out_dir, stem))
         results["accuracy_onnx"] = headline(results["onnx_metrics"], info.task)[1]
     results["accuracy_nnc"] = headline(results["nnc_metrics"], info.task)[1]
-    if layers:
+    if any("weight_bits" in row for row in layers):
         results["plot"] = str(plot_layer_bits(layers, out_dir / f"{stem}_bits.png",
                                               f"{args.model}: {Path(args.config).stem}"))
     if args.verbose and layers:
         log.print(f"\nper-layer bits\n{report.format_table(layers, LAYER_COLUMNS)}")
     log.print(f"\n{report.format_table(summary_rows(results), SUMMARY_COLUMNS)}")
-    log.print(f"{metric} drop {results['accuracy_drop']:+.2f} points; NNC file exact: "
-              f"{results['nnc_exact']}")
+    log.print(f"{metric} drop {results['accuracy_drop']:+.2f} points; weights zero: "
+              f"{100 * results['weight_sparsity']:.1f}%; NNC file: {results['nnc_coding']}"
+              + (f", exact: {results['nnc_exact']}" if "nnc_exact" in results else ""))
     log.log({k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     path = report.write_json(results, out_dir / f"{stem}.json")
     log.print(f"results: {path}")
     log.finish()
     return results
+
+
+@torch.no_grad()
+def weight_sparsity(model: torch.nn.Module) -> float:
+    """Share of exact zeros among the weights of the convolution and linear layers."""
+    weights = [m.weight for m in model.modules()
+               if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear))]
+    return float(sum(int((w == 0).sum()) for w in weights) / max(sum(w.numel() for w in weights), 1))
 
 
 def summary_rows(results: dict) -> list[dict]:
@@ -196,6 +247,9 @@ def summary_rows(results: dict) -> list[dict]:
     rows = [{"model": "float32 (PyTorch state)", "top1": results["accuracy_before"],
              "bytes": results["float32_bytes"]},
             {"model": "compressed (PyTorch)", "top1": results["accuracy_after"]}]
+    if results["float32_bytes_after"] != results["float32_bytes"]:
+        rows[1].update(model="compressed, float32 state (smaller dense)",
+                       bytes=results["float32_bytes_after"])
     if "onnx_bytes" in results:
         rows.insert(1, {"model": "float32 ONNX", "bytes": results["onnx_float32_bytes"],
                         "latency_ms": results["latency_ms_float32"]})

@@ -6,6 +6,9 @@ Source Software Implementation of the Neural Network Coding ISO/IEC Standard", I
 Neural Compression Workshop): DeepCABAC against Huffman coding, bzip2 and the
 zeroth-order entropy of the coded levels, with or without dependent quantization, QP
 optimisation, BatchNorm folding and local scaling adaptation.
+
+Under torchrun the processes pre-train and train LSA data-parallel, code the same model
+alike, test their shards of the test set together, and rank 0 writes the results.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def coding_options(args, qp: int) -> dict:
                 use_dq=args.use_dq, opt_qp=args.opt_qp, bnf=args.bnf, lsa=args.lsa,
                 approx_method=args.approx_method, bitdepth=args.bitdepth,
                 sparsity=args.sparsity, struct_spars_factor=args.struct_spars_factor,
+                lambda_scale=args.lambda_scale, threads=args.threads,
                 lr=args.lr, epochs=args.epochs, max_batches=args.max_batches)
 
 
@@ -76,6 +80,7 @@ def coder_comparison(coded) -> dict:
 
 def compress_and_evaluate(model, qp: int, args, info, device, loaders, original: dict,
                           out_dir: Path, log: RunLogger) -> dict:
+    dist = log.dist
     start = time.perf_counter()
     coded = nnc_nn.encode_model(model, train_loader=loaders.get("train"), device=device,
                                 verbose=args.verbose, **coding_options(args, qp))
@@ -86,12 +91,14 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
     restored = copy.deepcopy(model)
     nnc_nn.load_decoded(restored, decoded)
     metrics = evaluate(restored, loaders["test"], device, info.task, info.num_classes,
-                       max_batches=args.max_eval_batches, desc=f"eval qp {qp}", verbose=args.verbose)
+                       max_batches=args.max_eval_batches, desc=f"eval qp {qp}", verbose=args.verbose,
+                       dist=dist)
     metric_name, value = headline(metrics, info.task)
     params, original_bytes = coded.params, coded.original_bytes
     size = len(coded.bitstream)
     stem = f"{file_stem(args.model)}_qp{qp}"
-    (out_dir / f"{stem}.nnc").write_bytes(coded.bitstream)
+    if dist.is_main:
+        (out_dir / f"{stem}.nnc").write_bytes(coded.bitstream)
     coders = coder_comparison(coded)
     result = {
         "qp": qp, "metric_name": metric_name, "original": original[metric_name],
@@ -113,7 +120,7 @@ def compress_and_evaluate(model, qp: int, args, info, device, loaders, original:
     log.log({"qp": qp, f"decoded/{metric_name}": value, "compressed_bytes": size,
              "ratio": result["ratio"], "bits_per_param": result["bits_per_param"],
              **{f"coder/{k}": v for k, v in coders.items()}})
-    if args.plot_segmentation_masks and info.task == "segmentation":
+    if args.plot_segmentation_masks and info.task == "segmentation" and dist.is_main:
         result["masks"] = str(save_masks(model, restored, loaders["test"], info, device, qp, out_dir))
     return result
 
@@ -124,7 +131,8 @@ def rounding_baseline(model, name: str, bits, args, info, device, loaders, log) 
     rounded = copy.deepcopy(model)
     rounded.load_state_dict(state)
     metrics = evaluate(rounded, loaders["test"], device, info.task, info.num_classes,
-                       max_batches=args.max_eval_batches, desc=f"eval {name}", verbose=args.verbose)
+                       max_batches=args.max_eval_batches, desc=f"eval {name}", verbose=args.verbose,
+                       dist=log.dist)
     metric_name, value = headline(metrics, info.task)
     row = {"method": name, "bits_per_param": total_bits / parameter_count(model.state_dict()),
            "compressed_bytes": total_bits // 8, "metric_name": metric_name, "decoded": value,
@@ -161,6 +169,7 @@ def run(args) -> dict:
         if not evaluated:
             return run_checkpoint(args)
     device, info, out_dir, log = start_run(args, project="nnc")
+    dist = log.dist
     if info.needs_tokenizer and not is_hf(args.model):
         raise SystemExit(f"error: --dataset {args.dataset} is tokenized with the model's "
                          "tokenizer: use it with --model hf:<folder>, a model folder that has one")
@@ -173,11 +182,13 @@ def run(args) -> dict:
     model.to(device)
     if args.pre_train_model:
         source = str(pre_train(model, args, info, device, log))
-    loaders = {"test": loader(args, "test", info, shuffle=False, tokenizer=tokenizer)}
+    loaders = {"test": loader(args, "test", info, shuffle=False, tokenizer=tokenizer, dist=dist,
+                              max_batches=args.max_eval_batches)}
     if args.lsa:
-        loaders["train"] = loader(args, "train", info, shuffle=True, tokenizer=tokenizer)
+        loaders["train"] = loader(args, "train", info, shuffle=True, tokenizer=tokenizer, dist=dist)
     original = evaluate(model, loaders["test"], device, info.task, info.num_classes,
-                        max_batches=args.max_eval_batches, desc="eval original", verbose=args.verbose)
+                        max_batches=args.max_eval_batches, desc="eval original", verbose=args.verbose,
+                        dist=dist)
     metric_name, value = headline(original, info.task)
     extra = f", perplexity {original['perplexity']:.4f}" if "perplexity" in original else ""
     log.print(f"{args.model} on {args.dataset} ({source}): {metric_name} {value:.2f}%{extra}")
@@ -193,6 +204,8 @@ def run(args) -> dict:
                "device": str(device), "options": {k: v for k, v in coding_options(args, 0).items()
                                                   if k != "qp"},
                "runs": runs}
+    if not dist.is_main:
+        return results
     title = f"{args.model} on {args.dataset}"
     if len(runs) > 1:
         plot = out_dir / f"{file_stem(args.model)}_rate_accuracy.png"

@@ -1,5 +1,6 @@
 """run.py compress: every shipped config on the shipped Fashion-MNIST ResNet-20 (a few test
-batches), with ONNX export run in onnxruntime and the NNC-coded integer file reloaded."""
+batches), with ONNX export run in onnxruntime and the NNC file reloaded (the integer levels
+of quantized models, exact; sparse or pruned float models quantized by NNC)."""
 import json
 from pathlib import Path
 
@@ -15,7 +16,16 @@ SMOKE = {"fmnist_resnet20_int8": [],
          "fmnist_resnet20_mixed": [],
          # two epochs: the staged schedule binarizes the weights from the second
          "fmnist_resnet20_xnor": ["--epochs", "2", "--max_batches", "2"],
-         "fmnist_resnet20_dorefa": ["--epochs", "2", "--max_batches", "2"]}
+         "fmnist_resnet20_dorefa": ["--epochs", "2", "--max_batches", "2"],
+         "fmnist_resnet20_magnitude": ["--epochs", "2", "--max_batches", "2"],
+         "fmnist_resnet20_rb": ["--epochs", "1", "--max_batches", "2"],
+         # the second epoch raises the pruned share from 10 % towards 40 %
+         "fmnist_resnet20_filter_pruning": ["--epochs", "2", "--max_batches", "2"],
+         "fmnist_resnet20_magnitude_int8": [],
+         "fmnist_resnet20_pruning_int8": []}
+QUANTIZED = {"fmnist_resnet20_int8", "fmnist_resnet20_int4", "fmnist_resnet20_mixed",
+             "fmnist_resnet20_xnor", "fmnist_resnet20_dorefa", "fmnist_resnet20_magnitude_int8",
+             "fmnist_resnet20_pruning_int8"}
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("fmnist_resnet20_*.json"))
 
 
@@ -38,16 +48,27 @@ def test_config_runs_end_to_end(name, tmp_path):
         assert key in result, key
     assert result["accuracy_before"] > 90
     assert result["accuracy_drop"] == pytest.approx(result["accuracy_before"] - result["accuracy_after"])
-    assert result["nnc_exact"] is True
-    assert result["accuracy_nnc"] == result["accuracy_after"]        # the file is the model
     one_image = 100 / (64 * EVAL_BATCHES)
     assert abs(result["accuracy_onnx"] - result["accuracy_after"]) <= 2 * one_image
-    assert result["nnc_bytes"] < result["onnx_bytes"] < result["onnx_float32_bytes"]
-    assert result["onnx_bytes"] < result["float32_bytes"] / 2.5      # 8-bit containers at most
-    assert all(1 <= row["weight_bits"] <= 32 for row in result["layers"])
     out = tmp_path / "out"
     assert (out / result["onnx"]).exists() and (out / result["nnc"]).exists()
-    assert Path(result["plot"]).exists()
+    if name in QUANTIZED:
+        assert result["nnc_exact"] is True
+        assert result["accuracy_nnc"] == result["accuracy_after"]        # the file is the model
+        assert result["nnc_bytes"] < result["onnx_bytes"] < result["onnx_float32_bytes"]
+        assert result["onnx_bytes"] < result["float32_bytes"] / 2.5      # 8-bit containers at most
+        assert all(1 <= row["weight_bits"] <= 32 for row in result["layers"])
+        assert Path(result["plot"]).exists()
+    else:                                 # a float result, coded by NNC at qp -32
+        assert "nnc_exact" not in result and result["nnc_coding"] == "NNC qp -32"
+        assert abs(result["accuracy_nnc"] - result["accuracy_after"]) <= 4 * one_image
+        assert result["nnc_bytes"] < result["float32_bytes_after"] / 5
+    if "pruning" in name:                 # the pruned filters are gone from the saved model
+        assert result["float32_bytes_after"] < 0.8 * result["float32_bytes"]
+        assert result["onnx_float32_bytes"] > result["onnx_bytes"] or name in QUANTIZED
+        assert all(row["kept_filters"] < row["filters"] for row in result["layers"] if "filters" in row)
+    if "magnitude" in name:               # RB needs more than a smoke run's steps to prune
+        assert result["weight_sparsity"] > 0.2
 
 
 def test_int8_post_training_keeps_accuracy(tmp_path):
