@@ -28,15 +28,11 @@ from pathlib import Path
 if not __package__:  # started as a file: the repository's packages are not importable then
     raise SystemExit("run it from the repository root as a module: python -m benchmarks.layer_qp ...")
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.rdoq_model import bytes_at  # noqa: E402
+from benchmarks.rdoq_model import bytes_at, plot  # noqa: E402
 from experiments.builders import build_model, dataset_info  # noqa: E402
 from experiments.engine import LOSSES, evaluate, headline  # noqa: E402
 from experiments.report import write_json  # noqa: E402
@@ -119,25 +115,6 @@ def choose(rates: dict, rises: dict, mu: float) -> dict[str, int]:
     return {name: min(rates[name], key=lambda q: rates[name][q] + mu * rises[name][q]) for name in rates}
 
 
-def plot(curves: dict[str, list[dict]], original: float, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, points in curves.items():
-        points = sorted(points, key=lambda p: p["bytes"])
-        ax.plot([p["bytes"] / 1000 for p in points], [p["top1"] for p in points], "o-", ms=4, label=label)
-    ax.axhline(original, color="gray", ls="--", label="float32")
-    ax.set_xscale("log")
-    ax.set_ylim(original - 3, original + 0.5)
-    ax.set_xlabel("bitstream size [kB]")
-    ax.set_ylabel("top-1 [%]")
-    ax.set_title("ResNet-20 on Fashion-MNIST: a qp per layer (DQ)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def main_(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.layer_qp",
                                      description=__doc__.split("\n\n")[0],
@@ -177,7 +154,7 @@ def main_(argv=None) -> int:
                 "calibration_images": opts.calibration, "calibration_loss": base,
                 "rates": rates, "loss_rises": rises, "curves": curves, "at_equal_accuracy": table},
                output)
-    plot(curves, original, output.with_suffix(".png"))
+    plot(curves, original, output.with_suffix(".png"), "ResNet-20 on Fashion-MNIST: a qp per layer (DQ)")
     for row in table:
         print(f"top-1 >= {row['target_top1']:.2f}: " + ", ".join(
             f"{label}: {'-' if b is None else f'{b / 1000:.1f} kB'}" for label, b in row["bytes"].items()))

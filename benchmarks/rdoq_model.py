@@ -76,18 +76,18 @@ def savings(curves: dict[float, list[dict]], original: float) -> list[dict]:
     return rows
 
 
-def plot(curves: dict[float, list[dict]], original: float, path: Path) -> Path:
+def plot(curves: dict[str, list[dict]], original: float, path: Path, title: str) -> Path:
+    """Rate against top-1, one line per labelled curve, float32 dashed."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for lam, points in curves.items():
+    for label, points in curves.items():
         points = sorted(points, key=lambda p: p["bytes"])
-        ax.plot([p["bytes"] / 1000 for p in points], [p["top1"] for p in points], "o-", ms=4,
-                label="DQ, no RDOQ" if lam == 0 else f"DQ + RDOQ, lambda_scale {lam:g}")
+        ax.plot([p["bytes"] / 1000 for p in points], [p["top1"] for p in points], "o-", ms=4, label=label)
     ax.axhline(original, color="gray", ls="--", label="float32")
     ax.set_xscale("log")
     ax.set_ylim(original - 3, original + 0.5)
     ax.set_xlabel("bitstream size [kB]")
     ax.set_ylabel("top-1 [%]")
-    ax.set_title("ResNet-20 on Fashion-MNIST: RDOQ at the model level")
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -120,7 +120,9 @@ def main_(argv=None) -> int:
                 "float32_top1": original, "qps": opts.qps,
                 "curves": {f"{lam:g}": points for lam, points in curves.items()},
                 "at_equal_accuracy": table}, output)
-    plot(curves, original, output.with_suffix(".png"))
+    labels = {lam: "DQ, no RDOQ" if lam == 0 else f"DQ + RDOQ, lambda_scale {lam:g}" for lam in curves}
+    plot({labels[lam]: points for lam, points in curves.items()}, original, output.with_suffix(".png"),
+         "ResNet-20 on Fashion-MNIST: RDOQ at the model level")
     for row in table:
         cells = ", ".join(f"λ {lam:g}: {'-' if b is None else f'{b / 1000:.1f} kB'}"
                           for lam, b in row["bytes"].items())

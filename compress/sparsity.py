@@ -150,6 +150,7 @@ class _Sparsity(CompressionAlgorithm):
         self.num_bn_adaptation_samples = adaptation_samples(init, 0, where)
         self.layers: dict[str, nn.Module] = {}
         self.level = self.schedule.level(0)
+        self.frozen = False
 
     def make_mask(self, weight: torch.Tensor) -> nn.Module:
         raise NotImplementedError
@@ -190,6 +191,7 @@ class _Sparsity(CompressionAlgorithm):
 
     def freeze(self) -> None:
         """Fix the masks as they are."""
+        self.frozen = True
 
     @torch.no_grad()
     def finalize(self, model: nn.Module) -> None:
@@ -226,7 +228,6 @@ class MagnitudeSparsity(_Sparsity):
         if self.mode not in ("global", "local"):
             raise ConfigError(f"{where}: params.sparsity_level_setting_mode must be 'global' or "
                               f"'local', got {self.mode!r}")
-        self.frozen = False
 
     def make_mask(self, weight: torch.Tensor) -> nn.Module:
         return WeightMask(weight)
@@ -240,9 +241,6 @@ class MagnitudeSparsity(_Sparsity):
         for mask, new in zip(self.masks().values(), magnitude_masks(originals, level, self.importance,
                                                                     self.mode)):
             mask.mask.copy_(new)
-
-    def freeze(self) -> None:
-        self.frozen = True
 
 
 def _positive(params: dict, key: str, default: float, where: str) -> float:
@@ -267,13 +265,12 @@ class RBSparsity(_Sparsity):
         super().__init__(section, where)
         self.init_logit = _positive(self.params, "mask_init_logit", 3.0, where)
         self.speed = _positive(self.params, "mask_speed", 1.0, where)
-        self.frozen = False
 
     def make_mask(self, weight: torch.Tensor) -> nn.Module:
         return RBMask(weight, self.init_logit, self.speed)
 
     def freeze(self) -> None:
-        self.frozen = True
+        super().freeze()
         for mask in self.masks().values():
             mask.frozen = True
             mask.scaled_logits.requires_grad_(False)

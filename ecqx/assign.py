@@ -62,10 +62,10 @@ def information_content(p: torch.Tensor) -> torch.Tensor:
         return torch.where(p > 0, -torch.log2(p.clamp_min(1e-300)), torch.full_like(p, math.inf))
 
 
-def lambda_max(weight: torch.Tensor, grid: Grid, info: torch.Tensor) -> float:
-    """The lambda at which the outermost weights would move to zero: for the extreme weight
-    ``w`` of each side and its nearest centroid ``c``, ``(w^2 - (w - c)^2) / (I_c - I_0)``;
-    the larger of the two sides (0 if neither side has a non-zero centroid in use)."""
+def _extreme_lambda(weight: torch.Tensor, grid: Grid, info: torch.Tensor, gain_of) -> float:
+    """The larger over the two sides of ``gain_of(w, c) / (I_c - I_0)`` for the extreme
+    weight ``w`` of the side and its nearest centroid ``c`` (0 if neither side has a
+    non-zero centroid in use)."""
     w = weight.detach().flatten().double()
     centroids = grid.centroids(torch.float64)
     z, best = grid.zero_index, 0.0
@@ -73,9 +73,15 @@ def lambda_max(weight: torch.Tensor, grid: Grid, info: torch.Tensor) -> float:
         c = int(nearest(extreme.reshape(1), grid)[0])
         gain = info[c] - info[z]
         if c != z and torch.isfinite(gain) and gain > 0:
-            distance_gain = extreme ** 2 - (extreme - centroids[c]) ** 2
-            best = max(best, float(distance_gain / gain))
+            best = max(best, float(gain_of(extreme, centroids[c]) / gain))
     return best
+
+
+def lambda_max(weight: torch.Tensor, grid: Grid, info: torch.Tensor) -> float:
+    """The lambda at which the outermost weights would move to zero: for the extreme weight
+    ``w`` of each side and its nearest centroid ``c``, ``(w^2 - (w - c)^2) / (I_c - I_0)``;
+    the larger of the two sides (0 if neither side has a non-zero centroid in use)."""
+    return _extreme_lambda(weight, grid, info, lambda w, c: w ** 2 - (w - c) ** 2)
 
 
 def lambda_max_official(weight: torch.Tensor, grid: Grid, info: torch.Tensor) -> float:
@@ -83,15 +89,7 @@ def lambda_max_official(weight: torch.Tensor, grid: Grid, info: torch.Tensor) ->
     for the extreme weight ``w`` of each side and its nearest centroid ``c`` (the larger side).
     Close to :func:`lambda_max` while ``w`` is small and near ``c``, it is not the lambda at
     which the extreme weight's cost on ``c`` equals its cost on zero."""
-    w = weight.detach().flatten().double()
-    centroids = grid.centroids(torch.float64)
-    z, best = grid.zero_index, 0.0
-    for extreme in (w.max(), w.min()):
-        c = int(nearest(extreme.reshape(1), grid)[0])
-        gain = info[c] - info[z]
-        if c != z and torch.isfinite(gain) and gain > 0:
-            best = max(best, float(((centroids[c] - extreme) ** 2 + extreme) ** 2 / gain))
-    return best
+    return _extreme_lambda(weight, grid, info, lambda w, c: ((c - w) ** 2 + w) ** 2)
 
 
 LAMBDA_MAX = {"ours": lambda_max, "official": lambda_max_official}
