@@ -277,7 +277,7 @@ def encode_units(items: list[QuantizedTensor | QuantizedBlock], settings: Stream
         if state is None:
             threads = resolve_threads(threads)     # the items are all in memory already
             units = list(ordered_map(lambda item: _encode_item(item, settings, mps, None), items,
-                                     threads, window=4 * threads))
+                                     threads))
         else:
             units = [_encode_item(item, settings, mps, state) for item in items]
         return stream_head(settings), units

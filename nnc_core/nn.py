@@ -641,7 +641,7 @@ def _encode(model, state, train_loader, device, verbose, options, threads=None) 
     coded, on ``threads`` threads."""
     threads = resolve_threads(threads)
     plan = _plan(model, state, train_loader, device, verbose, options, whole=True)
-    made = [m for m in ordered_map(plan.quantize, plan.entries, threads, window=4 * threads)
+    made = [m for m in ordered_map(plan.quantize, plan.entries, threads)
             if m is not None]
     items, kinds = [m[0] for m in made], [m[1] for m in made]
     del made

@@ -7,8 +7,8 @@ and block rows of one tensor, in parallel. Callers say how many threads they wan
 reused, which keeps the hand-off cheap for small tensors.
 
 :func:`ordered_map` runs a function over an iterable on such a pool and yields the results
-in input order, with at most one item per thread in flight, so that memory stays at a
-few tensors' working buffers whatever the model size. Results never depend on the thread
+in input order, with a few items per thread in flight, so that memory stays at a few
+tensors' working buffers whatever the model size. Results never depend on the thread
 count: every item is coded on its own, from its own input only.
 """
 from __future__ import annotations
@@ -68,7 +68,10 @@ def shared_pool() -> ThreadPoolExecutor:
 def ordered_map(fn: Callable, items: Iterable, threads: int,
                 window: int | None = None) -> Iterator:
     """``fn(item)`` for every item, in order, computed on ``threads`` threads with at most
-    ``window`` items (default ``threads``) submitted but not yet yielded. Items are
+    ``window`` items (default ``4 * threads``) submitted but not yet yielded. The window is
+    wider than the pool because results are yielded in order: with one item per thread,
+    the small tensors behind a large one (a layer's bias and norms) finish at once and
+    leave their threads idle until the large one is done, which serialises a ResNet. Items are
     drawn from ``items`` in the calling thread. With one thread everything runs in the
     calling thread. An exception in ``fn`` is raised when its result is reached; items
     still pending are then cancelled (or, if running, awaited and discarded)."""
@@ -77,7 +80,7 @@ def ordered_map(fn: Callable, items: Iterable, threads: int,
             yield fn(item)
         return
     executor = pool(threads)
-    limit = max(1, window if window is not None else threads)
+    limit = max(1, window if window is not None else 4 * threads)
     pending: deque = deque()
     try:
         for item in items:
