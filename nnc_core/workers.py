@@ -71,8 +71,8 @@ def ordered_map(fn: Callable, items: Iterable, threads: int,
     ``window`` items (default ``4 * threads``) submitted but not yet yielded. The window is
     wider than the pool because results are yielded in order: with one item per thread,
     the small tensors behind a large one (a layer's bias and norms) finish at once and
-    leave their threads idle until the large one is done, which serialises a ResNet. Items are
-    drawn from ``items`` in the calling thread. With one thread everything runs in the
+    leave their threads idle until the large one is done, which serialises a ResNet.
+    Items are drawn from ``items`` in the calling thread. With one thread everything runs in the
     calling thread. An exception in ``fn`` is raised when its result is reached; items
     still pending are then cancelled (or, if running, awaited and discarded)."""
     if threads <= 1:
