@@ -17,16 +17,22 @@ set, and that is the accuracy reported. ``--lrp_every`` makes ECQx affordable on
 costs about five training steps); ``--device cuda`` uses a GPU where there is one.
 
 Runs are keyed by method, protocol, bit width, Lambda and seed and written after each run:
-a stopped sweep continues where it stopped, and more seeds add to the cells. A file written
-under other settings (protocol, epochs, batches, lr, test batches, LRP interval) is not
-continued (``--fresh`` starts it anew). Writes ``benchmarks/results/ecqx_sweep.json`` and
+a stopped sweep continues where it stopped, and more seeds add to the cells. Sweeps may share
+one ``--output`` side by side (e.g. one per ``--bits`` on a two-core machine): each write
+re-reads the file under a lock and keeps the other sweeps' runs. A file written under other
+settings (protocol, epochs, batches, lr, test batches, LRP interval) is not continued
+(``--fresh`` deletes its runs first). Writes ``benchmarks/results/ecqx_sweep.json`` and
 ``ecqx_sweep.png`` (``--quick``: ``results/ecqx_sweep_quick.*``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -196,25 +202,47 @@ def plot(table: list[dict], path: Path, title: str, full_precision: float | None
     return path
 
 
-def load(output: Path, settings: dict, fresh: bool) -> dict:
-    """The runs already in ``output`` by key; an error if they were made under other settings."""
-    if fresh or not output.exists():
+class SettingsMismatch(ValueError):
+    """A results file holds runs made under other sweep settings."""
+
+
+def load(output: Path, settings: dict) -> dict:
+    """The runs already in ``output`` by key; :class:`SettingsMismatch` if they were made under
+    other settings."""
+    if not output.exists():
         return {}
     data = json.loads(output.read_text())
     stored = stored_settings(data)
     if stored != settings:
         differ = ", ".join(f"{k} {stored[k]} (now {settings[k]})" for k in SETTINGS if stored[k] != settings[k])
-        raise SystemExit(f"error: {output} holds runs with other settings: {differ}; "
-                         "--fresh replaces them, --output writes elsewhere")
+        raise SettingsMismatch(f"{output} holds runs with other settings: {differ}; "
+                               "--fresh replaces them, --output writes elsewhere")
     return {_key_of(r): r for r in data["runs"]}
 
 
+@contextlib.contextmanager
+def _locked(output: Path):
+    """Hold an exclusive lock on ``output`` for sweeps that share it (a lock file beside the
+    system's temporary files, so that the results folder stays clean)."""
+    digest = hashlib.sha1(str(output.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"ecqx_sweep-{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def write(output: Path, settings: dict, done: dict) -> list[dict]:
-    runs = sorted(done.values(), key=lambda r: (r["bitwidth"], r["Lambda"], list(METHODS).index(r["method"]),
-                                                r.get("seed", 0)))
-    table = cells(runs)
+    """Add the runs in ``output`` that another sweep wrote meanwhile to ``done``, then write
+    all of them and their cells (atomically: a reader never sees half a file)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"settings": settings, "runs": runs, "cells": table}, indent=2) + "\n")
+    with _locked(output):
+        for key, row in load(output, settings).items():
+            done.setdefault(key, row)
+        runs = sorted(done.values(), key=lambda r: (r["bitwidth"], r["Lambda"],
+                                                    list(METHODS).index(r["method"]), r.get("seed", 0)))
+        table = cells(runs)
+        partial = output.with_name(output.name + ".partial")
+        partial.write_text(json.dumps({"settings": settings, "runs": runs, "cells": table}, indent=2) + "\n")
+        os.replace(partial, output)
     return table
 
 
@@ -237,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--output", default=None,
                         help="results file (default benchmarks/results/ecqx_sweep.json)")
-    parser.add_argument("--fresh", action="store_true", help="ignore the runs already in --output")
+    parser.add_argument("--fresh", action="store_true", help="delete the runs already in --output first")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 bits, one Lambda, one seed, 2 steps of ECQ and ECQx")
     return parser
@@ -250,7 +278,12 @@ def main(argv=None) -> int:
     output = Path(args.output or (ROOT / "results" / "ecqx_sweep_quick.json" if args.quick
                                   else RESULTS / "ecqx_sweep.json"))
     settings = sweep_settings(args)
-    done = load(output, settings, args.fresh)
+    if args.fresh:
+        output.unlink(missing_ok=True)
+    try:
+        done = load(output, settings)
+    except SettingsMismatch as error:
+        raise SystemExit(f"error: {error}") from None
     # seed by seed: a sweep stopped early still covers every cell
     grid = list(itertools.product(args.seeds, args.bits, args.lambdas, args.methods))
     table = cells(list(done.values()))

@@ -115,9 +115,10 @@ def ecq_rows() -> list[dict]:
     rows = []
     for (method, bits), (top1, Lambda, runs) in sorted(best.items()):
         first = runs[0]
-        flags = first.get("flags") or [*ECQ_METHODS.get(method, []), "--bitwidth", str(bits),
-                                        "--Lambda", f"{Lambda:g}", "--epochs", str(s.get("epochs", 2)),
-                                        "--max_batches", str(s.get("max_batches", 150))]
+        # files of the sweep store the method's flags; the first ones stored none
+        flags = first.get("flags") or [*ECQ_METHODS.get(method, []), "--epochs", str(s.get("epochs", 2)),
+                                       "--max_batches", str(s.get("max_batches", 150))]
+        flags = [*flags, "--bitwidth", str(bits), "--Lambda", f"{Lambda:g}"]
         seeds = f", mean of {len(runs)} seeds" if len(runs) > 1 else ""
         rows.append({"method": f"{method} {bits} bits, Λ {Lambda:g}{seeds}", "family": "ECQ / ECQx (trained)",
                      "top1": top1, "bytes": round(sum(r["compressed_bytes"] for r in runs) / len(runs)),

@@ -204,6 +204,31 @@ def test_sweep_accumulates_seeds_and_resumes(tmp_path, monkeypatch):
         ecqx_sweep.main([*common, "--seeds", "0", "--lrp_every", "4"])
 
 
+
+def test_sweeps_side_by_side_share_one_file(tmp_path, monkeypatch):
+    """A second sweep that writes the file while the first one runs loses none of its runs."""
+    from benchmarks import ecqx_sweep
+    out = tmp_path / "sweep.json"
+    calls = []
+    other = ["--bits", "3", "--lambdas", "0.05", "--methods", "ECQ", "--seeds", "0", "--output", str(out)]
+    fake = _fake_run(calls)
+
+    def run_while_another_sweep_writes(method, bits, *rest, **kw):
+        if len(calls) == 1:                         # the 3-bit sweep writes between our runs
+            monkeypatch.setattr(ecqx_sweep, "run_setting", fake)
+            assert ecqx_sweep.main(other) == 0
+            monkeypatch.setattr(ecqx_sweep, "run_setting", run_while_another_sweep_writes)
+        return fake(method, bits, *rest, **kw)
+
+    monkeypatch.setattr(ecqx_sweep, "run_setting", run_while_another_sweep_writes)
+    assert ecqx_sweep.main(["--bits", "2", "--lambdas", "0.05", "--methods", "ECQ", "ECQx",
+                            "--seeds", "0", "--output", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted((r["method"], r["bitwidth"]) for r in runs) == [("ECQ", 2), ("ECQ", 3), ("ECQx", 2)]
+    assert not list(tmp_path.glob("*.partial"))
+    assert ecqx_sweep.main([*other, "--fresh"]) == 0         # --fresh: only the new runs remain
+    assert [(r["method"], r["bitwidth"]) for r in json.loads(out.read_text())["runs"]] == [("ECQ", 3)]
+
 def test_sweep_flags_per_method():
     from benchmarks import ecqx_sweep
     settings = {"protocol": "official", "epochs": 10, "max_batches": 0, "lr": 1e-3,
@@ -223,7 +248,7 @@ def test_the_committed_sweep_file_stays_readable():
     data = json.loads(path.read_text())
     settings = ecqx_sweep.stored_settings(data)
     assert settings["protocol"] in ecqx_sweep.PROTOCOLS
-    runs = ecqx_sweep.load(path, settings, fresh=False)
+    runs = ecqx_sweep.load(path, settings)
     assert runs and all({"method", "bitwidth", "Lambda", "metric", "compressed_bytes"} <= set(r)
                         for r in runs.values())
     assert all(r["method"] in ecqx_sweep.METHODS for r in runs.values())
