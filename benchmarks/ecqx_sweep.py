@@ -5,10 +5,13 @@ width, Lambda) the mean, standard deviation, minimum and maximum over the seeds 
 epoch's test accuracy, sparsity and compressed size, and a plot of mean +- std.
 
     python -m benchmarks.ecqx_sweep --quick              # smoke: ECQ and ECQx, 2 steps each
-    python -m benchmarks.ecqx_sweep --protocol official --bits 2 3 --lambdas 0.05 0.15 \\
-        --seeds 0 1 2 --methods ECQ ECQx "ECQx nonzero" --max_eval_batches 20 --lrp_every 4 --fresh
-    python -m benchmarks.ecqx_sweep --protocol official --bits 4 --lambdas 0.05 0.15 \\
-        --seeds 0 --methods ECQ ECQx "ECQx nonzero" --max_eval_batches 20 --lrp_every 4
+    # the README's table: one whole epoch at the official lr, LRP every 8 steps
+    python -m benchmarks.ecqx_sweep --protocol official --epochs 1 --max_batches 0 \\
+        --max_eval_batches 20 --lrp_every 8 --methods ECQ ECQx "ECQx nonzero" \\
+        --bits 2 3 --lambdas 0.05 0.15 --seeds 0 1 2
+    # the official ten epochs with LRP every step, where a GPU makes them affordable
+    python -m benchmarks.ecqx_sweep --protocol official --max_eval_batches 20 \\
+        --methods ECQ ECQx "ECQx nonzero" --device cuda
 
 Training follows ``--protocol`` (``run.py ecqx --protocol``) unless ``--epochs``,
 ``--max_batches`` or ``--lr`` say otherwise. ``--max_eval_batches`` limits the tests after each
