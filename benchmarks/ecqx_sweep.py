@@ -274,6 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def sweep(args, settings: dict, output: Path) -> dict:
+    """Run the grid's missing runs, seed by seed (a sweep stopped early still covers every
+    cell), writing ``output`` after each; all runs in it by key."""
+    done = load(output, settings)
+    grid = list(itertools.product(args.seeds, args.bits, args.lambdas, args.methods))
+    for i, (seed, bits, Lambda, method) in enumerate(grid):
+        key = run_key(method, settings["protocol"], bits, Lambda, seed)
+        if key in done:
+            continue
+        done[key] = r = run_setting(method, bits, Lambda, seed, settings, args.device)
+        print(f"[{i + 1}/{len(grid)}] {key}: {r['metric']:.2f}% at {r['sparsity']:.1f}% zeros, "
+              f"{r['compressed_bytes']:,} bytes", flush=True)
+        write(output, settings, done)
+    return done
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
@@ -284,22 +300,12 @@ def main(argv=None) -> int:
     if args.fresh:
         output.unlink(missing_ok=True)
     try:
-        done = load(output, settings)
-    except SettingsMismatch as error:
+        done = sweep(args, settings, output)
+    except SettingsMismatch as error:      # at the start, or written meanwhile by another sweep
         raise SystemExit(f"error: {error}") from None
-    # seed by seed: a sweep stopped early still covers every cell
-    grid = list(itertools.product(args.seeds, args.bits, args.lambdas, args.methods))
-    table = cells(list(done.values()))
-    for i, (seed, bits, Lambda, method) in enumerate(grid):
-        key = run_key(method, settings["protocol"], bits, Lambda, seed)
-        if key in done:
-            continue
-        done[key] = r = run_setting(method, bits, Lambda, seed, settings, args.device)
-        print(f"[{i + 1}/{len(grid)}] {key}: {r['metric']:.2f}% at {r['sparsity']:.1f}% zeros, "
-              f"{r['compressed_bytes']:,} bytes", flush=True)
-        table = write(output, settings, done)
-    if not table:
+    if not done:
         return 0
+    table = cells(list(done.values()))
     full = next(iter(done.values()))["full_precision"] if not settings["max_eval_batches"] else None
     title = (f"ECQ vs ECQx, ResNet-20 on Fashion-MNIST ({settings['protocol']} protocol, "
              f"best epoch, mean ± std over seeds)")

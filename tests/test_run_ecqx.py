@@ -204,7 +204,6 @@ def test_sweep_accumulates_seeds_and_resumes(tmp_path, monkeypatch):
         ecqx_sweep.main([*common, "--seeds", "0", "--lrp_every", "4"])
 
 
-
 def test_sweeps_side_by_side_share_one_file(tmp_path, monkeypatch):
     """A second sweep that writes the file while the first one runs loses none of its runs."""
     from benchmarks import ecqx_sweep
@@ -228,6 +227,7 @@ def test_sweeps_side_by_side_share_one_file(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.partial"))
     assert ecqx_sweep.main([*other, "--fresh"]) == 0         # --fresh: only the new runs remain
     assert [(r["method"], r["bitwidth"]) for r in json.loads(out.read_text())["runs"]] == [("ECQ", 3)]
+
 
 def test_sweep_flags_per_method():
     from benchmarks import ecqx_sweep
