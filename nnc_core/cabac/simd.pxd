@@ -20,7 +20,8 @@ cdef extern from *:
  * is written for both bins at once by mirroring the state: with m = 0 for a 1 and -1 for a
  * 0, v = (s ^ m) - m is s or -s, and the new state is ((v + C[16 + (v >> k)] >> shift) ^ m) - m.
  * The 32 step sizes fit one two-register permute (rotated by 16, so that the low five bits
- * of s >> k index it directly); the bit costs are gathered. Integer
+ * of s >> k index it directly); the bit costs are looked up lane by lane (faster than a
+ * gather on current x86 cores), the sums kept in 64 bits. Integer
  * arithmetic throughout, so the totals equal the scalar pricing exactly.
  *
  * nnc_viterbi_forward_*: the forward pass of the 8-state trellis of trellis.pyx (note 5.4)
@@ -66,9 +67,10 @@ static inline int nnc_have_avx512(void)
 
 /* Pricing state of one context: the nine estimators (lanes 0-8) and their cost sums. */
 typedef struct {
-    __m512i s0, s1, acc, total_lo, total_hi;
-    ptrdiff_t reset, since_flush;
+    __m512i s0, s1;
+    ptrdiff_t reset;
     uint64_t word;
+    long long cost[9];
 } nnc_pricer;
 
 typedef struct {
@@ -107,20 +109,10 @@ NNC_AVX512 static inline void nnc_pricer_start(nnc_pricer* P, const nnc_price_ta
 {
     P->s0 = T->init_s0;
     P->s1 = T->init_s1;
-    P->acc = _mm512_setzero_si512();
-    P->total_lo = _mm512_setzero_si512();
-    P->total_hi = _mm512_setzero_si512();
     P->reset = 0;
-    P->since_flush = 0;
     P->word = 0;
-}
-
-NNC_AVX512 static inline void nnc_pricer_flush(nnc_pricer* P)
-{
-    P->total_lo = _mm512_add_epi64(P->total_lo, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(P->acc)));
-    P->total_hi = _mm512_add_epi64(P->total_hi, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(P->acc, 1)));
-    P->acc = _mm512_setzero_si512();
-    P->since_flush = 0;
+    for (int e = 0; e < 9; e++)
+        P->cost[e] = 0;
 }
 
 /* Price bin i of a log (and apply the resets due before it). */
@@ -140,9 +132,11 @@ NNC_AVX512 static inline void nnc_pricer_bin(nnc_pricer* P, const nnc_price_tabl
     /* cost of the bin in the current state: table[512 + ((s1 + 16 s0) >> 3)] */
     __m512i idx = _mm512_add_epi32(_mm512_srai_epi32(
         _mm512_add_epi32(P->s1, _mm512_slli_epi32(P->s0, 4)), 3), _mm512_set1_epi32(512));
-    __m512i c = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x1FF, idx,
-                                            x ? T->cost1 : T->cost0, 4);
-    P->acc = _mm512_add_epi32(P->acc, c);
+    int32_t lane[16];
+    _mm512_storeu_si512(lane, idx);
+    const int32_t* table = x ? T->cost1 : T->cost0;
+    for (int e = 0; e < 9; e++)
+        P->cost[e] += table[lane[e]];
     /* estimator updates, mirrored for a 0 */
     __m512i m = _mm512_set1_epi32(x - 1);
     __m512i v0 = _mm512_sub_epi32(_mm512_xor_si512(P->s0, m), m);
@@ -153,19 +147,12 @@ NNC_AVX512 static inline void nnc_pricer_bin(nnc_pricer* P, const nnc_price_tabl
     __m512i d1 = _mm512_srav_epi32(_mm512_permutex2var_epi32(
         T->steps_lo, _mm512_srai_epi32(v1, 7), T->steps_hi), T->shs);
     P->s1 = _mm512_sub_epi32(_mm512_xor_si512(_mm512_add_epi32(v1, d1), m), m);
-    /* a bin costs < 2^20, so 2048 of them fit the 32-bit lanes */
-    if (++P->since_flush == 2048)
-        nnc_pricer_flush(P);
 }
 
 NNC_AVX512 static inline void nnc_pricer_finish(nnc_pricer* P, long long* cost)
 {
-    nnc_pricer_flush(P);
-    long long t[16];
-    _mm512_storeu_si512(t, P->total_lo);
-    _mm512_storeu_si512(t + 8, P->total_hi);
     for (int e = 0; e < 9; e++)
-        cost[e] += t[e];
+        cost[e] += P->cost[e];
 }
 
 /* cost[c * 9 + e] += price of the bins of log c (counts[c] bins, bit i in words[c][i / 64])
