@@ -61,6 +61,12 @@ def _cut(w: np.ndarray, threshold: np.float32) -> np.ndarray:
     return np.where((w >= threshold) | (w <= -threshold), w, np.float32(0)).astype(w.dtype)
 
 
+def _kept(w: np.ndarray, threshold: np.float32) -> int:
+    """How many values :func:`_cut` keeps, without making the cut tensor
+    (``|w| >= t`` is ``w >= t or w <= -t``, NaN included)."""
+    return int(np.count_nonzero(np.abs(w) >= threshold))
+
+
 def _next_increment(gap: float) -> float:
     for below, increment in ((0.05, 0.01), (0.10, 0.05), (0.30, 0.10)):
         if gap < below:
@@ -71,22 +77,34 @@ def _next_increment(gap: float) -> float:
 def sparsify_unstructured(tensors: dict[str, np.ndarray], target: float, qp: int,
                           qp_density: int = 2) -> dict[str, np.ndarray]:
     """Step 1 of the module docstring: zero below half a step of ``qp``, then raise the
-    per-tensor thresholds until ``target`` of all elements are zero (or 500 rounds)."""
+    per-tensor thresholds until ``target`` of all elements are zero (or 500 rounds).
+
+    The rounds only count what each threshold would keep; the tensors are cut once, at the
+    thresholds of the last round."""
     floor = _half_step(qp, qp_density)
     base = {k: _cut(v, np.float32(floor)) if _prunable(k, v) else v for k, v in tensors.items()}
-    current, delta = base, START_DELTA
-    stats: dict[str, tuple[float, float]] = {}        # of the base tensors: fixed over rounds
+    prunable = [k for k, v in base.items() if _prunable(k, v)]
+    total = sum(int(np.size(v)) for v in base.values())
+    fixed_nonzeros = sum(int(np.count_nonzero(v)) for k, v in base.items() if k not in prunable)
+    thresholds: dict[str, np.float32] | None = None      # None: the base tensors as they are
+    delta = START_DELTA
+    stats: dict[str, tuple[float, float]] = {}          # of the base tensors: fixed over rounds
     for _ in range(MAX_ROUNDS + 1):
-        share = zero_share(current)
+        if thresholds is None:
+            share = zero_share(base)
+        else:
+            kept = fixed_nonzeros + sum(_kept(base[k], t) for k, t in thresholds.items())
+            share = (total - kept) / total if total else 0.0
         if share >= target:
             break
         delta += _next_increment(target - share)
-        for k, v in base.items():
-            if k not in stats and _prunable(k, v):
-                stats[k] = float32_mean_std(v)
-        current = {k: _cut(v, _threshold(v, delta, floor, stats[k])) if _prunable(k, v) else v
-                   for k, v in base.items()}
-    return current
+        for k in prunable:
+            if k not in stats:
+                stats[k] = float32_mean_std(base[k])
+        thresholds = {k: _threshold(base[k], delta, floor, stats[k]) for k in prunable}
+    if thresholds is None:
+        return base
+    return {k: _cut(v, thresholds[k]) if k in thresholds else v for k, v in base.items()}
 
 
 def sparsify_structured(tensors: dict[str, np.ndarray], gain: float) -> dict[str, np.ndarray]:
