@@ -58,12 +58,12 @@ def _threshold(w: np.ndarray, delta: float, floor: float, stats=None) -> np.floa
 
 
 def _cut(w: np.ndarray, threshold: np.float32) -> np.ndarray:
-    return np.where((w >= threshold) | (w <= -threshold), w, np.float32(0)).astype(w.dtype)
+    """``w`` with every value outside ``w >= t or w <= -t`` (NaN included) set to 0."""
+    return np.where(np.abs(w) >= threshold, w, np.float32(0)).astype(w.dtype, copy=False)
 
 
 def _kept(w: np.ndarray, threshold: np.float32) -> int:
-    """How many values :func:`_cut` keeps, without making the cut tensor
-    (``|w| >= t`` is ``w >= t or w <= -t``, NaN included)."""
+    """How many values :func:`_cut` keeps, without making the cut tensor."""
     return int(np.count_nonzero(np.abs(w) >= threshold))
 
 
