@@ -444,6 +444,7 @@ def load_average() -> Optional[list]:
 
 def machine_info(ref_versions: dict, load_at_start: Optional[list]) -> dict:
     import nnc_core
+    from nnc_core.cabac import levels
 
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -451,6 +452,8 @@ def machine_info(ref_versions: dict, load_at_start: Optional[list]) -> dict:
         affinity = None
     return {
         "cpu_model": cpu_model(),
+        # the vectorised pricing and trellis run only where the CPU has AVX-512
+        "avx512": levels.simd_enabled(),
         "cores": os.cpu_count(),
         "cores_usable": affinity,
         "load_average": {"start": load_at_start, "end": load_average(),

@@ -71,24 +71,19 @@ cdef inline void enc_write_out(ArithEncoder* e) noexcept nogil:
 
 
 cdef inline void enc_bin(ArithEncoder* e, ContextModel* m, int bin) noexcept nogil:
+    # Branch-free: the encoder knows the bin, so MPS and LPS differ only in selected values,
+    # and a mispredicted MPS/LPS branch would cost more than computing both.
     cdef uint32_t lps = model_lps_range(m, e.range)
-    cdef int shift
-    e.range -= lps
-    if bin == model_mps(m):
-        if e.range < 256:          # an MPS needs at most one renormalisation step
-            e.range <<= 1
-            e.low <<= 1
-            e.bits_left -= 1
-            if e.bits_left < 12:
-                enc_write_out(e)
-    else:
-        shift = __builtin_clz(lps) - 23    # brings lps back to [256, 511]
-        e.low += e.range
-        e.range = lps << shift
-        e.low <<= shift
-        e.bits_left -= shift
-        if e.bits_left < 12:
-            enc_write_out(e)
+    cdef uint32_t rmps = e.range - lps
+    cdef bint is_lps = bin != model_mps(m)
+    cdef uint32_t r = lps if is_lps else rmps
+    cdef int shift = __builtin_clz(r) - 23    # 0 or 1 for an MPS, up to 7 for an LPS
+    e.low += rmps if is_lps else 0
+    e.range = r << shift
+    e.low <<= shift
+    e.bits_left -= shift
+    if e.bits_left < 12:
+        enc_write_out(e)
     model_update(m, bin)
 
 
