@@ -99,6 +99,7 @@ CONFIGS = {
 }
 SMALL_REPEATS = {"full": 5, "quick": 1}      # models under 5 M parameters
 LARGE_REPEATS = {"full": 1, "quick": 1}
+TRANSFORMER_REPEATS = {"full": 3, "quick": 1}   # the case with targets: the median of 3
 SMALL_TENSOR_SIZES = (256, 768)
 SMALL_TENSOR_REPEATS = {"full": 200, "quick": 20}
 INFO_TENSORS = 1000
@@ -495,7 +496,10 @@ def main(argv=None) -> int:
                 torch.save(model.state_dict(), pt_path)
                 if largest is None or stats["params"] > largest[1]["params"]:
                     largest = (name, stats, pt_path)
-                repeats = (SMALL_REPEATS if stats["params"] < 5_000_000 else LARGE_REPEATS)[mode]
+                if name == TRANSFORMER[mode]:
+                    repeats = TRANSFORMER_REPEATS[mode]
+                else:
+                    repeats = (SMALL_REPEATS if stats["params"] < 5_000_000 else LARGE_REPEATS)[mode]
                 for config in CONFIGS:
                     print(f"{name} {config}: {stats['params'] / 1e6:.1f} M parameters, "
                           f"{repeats} repeat(s) ...", file=sys.stderr)
@@ -607,7 +611,8 @@ def main(argv=None) -> int:
             for c in cases if c["model"] == transformer}
     settings = {
         "quick": args.quick, "models": names, "configs": CONFIGS, "threads_all_cores": cores,
-        "repeats": {"under 5 M parameters": SMALL_REPEATS[mode], "larger": LARGE_REPEATS[mode]},
+        "repeats": {"under 5 M parameters": SMALL_REPEATS[mode], "larger": LARGE_REPEATS[mode],
+                    "transformer": TRANSFORMER_REPEATS[mode]},
         "statistic": "median", "timer": "time.perf_counter around one encode or decode call",
         "thread_variables": {v: os.environ[v] for v in THREAD_VARS},
         "reference": None if ref_python is None else {

@@ -89,8 +89,7 @@ cdef inline void enc_bin(ArithEncoder* e, ContextModel* m, int bin) noexcept nog
 
 cdef inline void enc_bypass(ArithEncoder* e, int bin) noexcept nogil:
     e.low <<= 1
-    if bin:
-        e.low += e.range
+    e.low += e.range & (0u - <uint32_t>(bin != 0))     # selected: bypass bits are even bets
     e.bits_left -= 1
     if e.bits_left < 12:
         enc_write_out(e)
@@ -176,38 +175,39 @@ cdef inline int dec_bin(ArithDecoder* d, ContextModel* m) noexcept nogil:
     cdef uint32_t lps = model_lps_range(m, d.range)
     cdef uint32_t rmps = d.range - lps
     cdef uint32_t scaled = rmps << 7
+    cdef uint32_t r
     cdef int bin, shift
     if d.value < scaled:
         bin = model_mps(m)
-        d.range = rmps
-        if rmps < 256:
-            dec_renormalize_once(d)
+        r = rmps
+        shift = rmps < 256           # an MPS needs at most one renormalisation step
     else:
         bin = 1 - model_mps(m)
         d.value -= scaled
+        r = lps
         shift = __builtin_clz(lps) - 23
-        d.range = lps << shift
-        d.value <<= shift
-        d.bits_needed += shift
-        if d.bits_needed >= 0:     # at most one byte boundary is crossed (shift <= 7)
-            d.value += dec_next_byte(d) << d.bits_needed
-            d.bits_needed -= 8
+    d.range = r << shift
+    d.value <<= shift
+    d.bits_needed += shift
+    if d.bits_needed >= 0:     # at most one byte boundary is crossed (shift <= 7)
+        d.value += dec_next_byte(d) << d.bits_needed
+        d.bits_needed -= 8
     model_update(m, bin)
     return bin
 
 
 cdef inline int dec_bypass(ArithDecoder* d) noexcept nogil:
     cdef uint32_t scaled
+    cdef int bin
     d.value <<= 1
     d.bits_needed += 1
     if d.bits_needed >= 0:
         d.value += dec_next_byte(d)
         d.bits_needed = -8
     scaled = d.range << 7
-    if d.value >= scaled:
-        d.value -= scaled
-        return 1
-    return 0
+    bin = d.value >= scaled          # an even bet: selected, not branched on
+    d.value -= scaled & (0u - <uint32_t>bin)
+    return bin
 
 
 cdef inline unsigned long long dec_bypass_bits(ArithDecoder* d, int nbits) noexcept nogil:
