@@ -52,6 +52,18 @@ def test_threshold_schedule_matches_the_formula():
     assert delta > 0.5 and np.array_equal(out, expected)
 
 
+def test_rounds_count_nan_and_negative_zero_as_the_cut_does():
+    """The rounds count the values each threshold keeps without cutting; a NaN is never kept
+    (the cut sets it to 0) and -0.0 counts as a zero, so the stop comes where cutting every
+    round would put it."""
+    w = np.array([[np.nan, -0.0, 0.5, -0.6, 0.7, -0.8, 0.01, -0.02]], np.float32)
+    out = sparsify_unstructured({"w": w, "b": np.array([0.0, 1.0], np.float32)},
+                                target=0.5, qp=-32)
+    assert out["w"][0, :2].tolist() == [0.0, 0.0] and not np.isnan(out["w"]).any()
+    assert out["b"].tolist() == [0.0, 1.0]
+    assert zero_share(out) == 0.5          # 4 of 8 weights and 1 of 2 bias values
+
+
 def test_structured_zeroes_the_weakest_channels():
     w = np.array([[1.0, -1.0], [0.1, 0.1], [-0.2, 0.2], [2.0, 2.0]], np.float32)
     # channel means 1, 0.1, 0.2, 2: mean 0.825, x0.9 = 0.7425; rows 1 and 2 are below

@@ -83,9 +83,10 @@ def sparsify_unstructured(tensors: dict[str, np.ndarray], target: float, qp: int
     thresholds of the last round."""
     floor = _half_step(qp, qp_density)
     base = {k: _cut(v, np.float32(floor)) if _prunable(k, v) else v for k, v in tensors.items()}
-    prunable = [k for k, v in base.items() if _prunable(k, v)]
+    is_prunable = {k: _prunable(k, v) for k, v in base.items()}
+    prunable = [k for k, p in is_prunable.items() if p]
     total = sum(int(np.size(v)) for v in base.values())
-    fixed_nonzeros = sum(int(np.count_nonzero(v)) for k, v in base.items() if k not in prunable)
+    fixed_nonzeros = sum(int(np.count_nonzero(v)) for k, v in base.items() if not is_prunable[k])
     thresholds: dict[str, np.float32] | None = None      # None: the base tensors as they are
     delta = START_DELTA
     stats: dict[str, tuple[float, float]] = {}          # of the base tensors: fixed over rounds
@@ -98,9 +99,8 @@ def sparsify_unstructured(tensors: dict[str, np.ndarray], target: float, qp: int
         if share >= target:
             break
         delta += _next_increment(target - share)
-        for k in prunable:
-            if k not in stats:
-                stats[k] = float32_mean_std(base[k])
+        if not stats:
+            stats = {k: float32_mean_std(base[k]) for k in prunable}
         thresholds = {k: _threshold(base[k], delta, floor, stats[k]) for k in prunable}
     if thresholds is None:
         return base
