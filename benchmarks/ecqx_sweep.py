@@ -8,7 +8,7 @@ epoch's test accuracy, sparsity and compressed size, and a plot of mean +- std.
     # the README's table: one whole epoch at the official lr, LRP every 8 steps
     python -m benchmarks.ecqx_sweep --protocol official --epochs 1 --max_batches 0 \\
         --max_eval_batches 20 --lrp_every 8 --methods ECQ ECQx "ECQx nonzero" \\
-        --bits 2 3 --lambdas 0.05 0.15 --seeds 0 1 2
+        --bits 2 3 4 --lambdas 0.05 0.15 --seeds 0 1 2
     # the official ten epochs with LRP every step, where a GPU makes them affordable
     python -m benchmarks.ecqx_sweep --protocol official --max_eval_batches 20 \\
         --methods ECQ ECQx "ECQx nonzero" --device cuda
