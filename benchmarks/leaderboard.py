@@ -10,7 +10,8 @@ without ``--struct_spars_factor``) and with rate-distortion optimised quantizati
 
 - NNC coding without training over a qp sweep, uniform and with DQ+BNF+LSA
   (``nnc_reproduction.json``);
-- ECQ and ECQx, the best Lambda of each bit width (``ecqx_sweep.json``);
+- ECQ and ECQx, the best Lambda of each bit width in each sweep (``ecqx_sweep_short.json``:
+  our protocol, ``ecqx_sweep.json``: the official one);
 - every ``run.py compress`` method: INT8/INT4/mixed quantization, binarization, magnitude
   and RB sparsity, filter pruning and their combinations with INT8, each coded by NNC
   (``compress_methods.json``);
@@ -98,31 +99,54 @@ def nnc_rows() -> list[dict]:
             for r in (data or {}).get("rows", []) if r["tools"] in NNC_TOOLS]
 
 
+def _without(flags: list[str], names: tuple[str, ...]) -> list[str]:
+    """``flags`` less the options ``names`` and their values."""
+    out, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag in names:
+            skip = True
+        else:
+            out.append(flag)
+    return out
+
+
+ECQ_SWEEPS = ("ecqx_sweep_short.json", "ecqx_sweep.json")   # our protocol; the official one
+
+
 def ecq_rows() -> list[dict]:
-    """Per method and bit width its best Lambda, by the mean over the seeds of a cell."""
-    data = _read("ecqx_sweep.json")
-    if not data:
-        return []
-    s = data.get("settings", {})
-    cells: dict[tuple, list[dict]] = {}
-    for r in data["runs"]:
-        cells.setdefault((r["method"], r["bitwidth"], r["Lambda"]), []).append(r)
-    best = {}
-    for (method, bits, Lambda), runs in cells.items():
-        top1 = sum(r["metric"] for r in runs) / len(runs)
-        if (method, bits) not in best or top1 > best[method, bits][0]:
-            best[method, bits] = (top1, Lambda, runs)
+    """Per sweep, method and bit width its best Lambda, by the mean over the seeds of a cell."""
     rows = []
-    for (method, bits), (top1, Lambda, runs) in sorted(best.items()):
-        first = runs[0]
-        # files of the sweep store the method's flags; the first ones stored none
-        flags = first.get("flags") or [*ECQ_METHODS.get(method, []), "--epochs", str(s.get("epochs", 2)),
-                                       "--max_batches", str(s.get("max_batches", 150))]
-        flags = [*flags, "--bitwidth", str(bits), "--Lambda", f"{Lambda:g}"]
-        seeds = f", mean of {len(runs)} seeds" if len(runs) > 1 else ""
-        rows.append({"method": f"{method} {bits} bits, Λ {Lambda:g}{seeds}", "family": "ECQ / ECQx (trained)",
-                     "top1": top1, "bytes": round(sum(r["compressed_bytes"] for r in runs) / len(runs)),
-                     "command": " ".join(["python run.py ecqx", *flags]), "source": "ecqx_sweep.json"})
+    for source in ECQ_SWEEPS:
+        data = _read(source)
+        if not data:
+            continue
+        s = data.get("settings", {})
+        protocol = s.get("protocol", "ours")
+        cells: dict[tuple, list[dict]] = {}
+        for r in data["runs"]:
+            cells.setdefault((r["method"], r["bitwidth"], r["Lambda"]), []).append(r)
+        best = {}
+        for (method, bits, Lambda), runs in cells.items():
+            top1 = sum(r["metric"] for r in runs) / len(runs)
+            if (method, bits) not in best or top1 > best[method, bits][0]:
+                best[method, bits] = (top1, Lambda, runs)
+        for (method, bits), (top1, Lambda, runs) in sorted(best.items()):
+            # files of the sweep store the method's flags; the first ones stored none
+            flags = runs[0].get("flags") or [*ECQ_METHODS.get(method, []),
+                                             "--epochs", str(s.get("epochs", 2)),
+                                             "--max_batches", str(s.get("max_batches", 150))]
+            flags = [*_without(flags, ("--bitwidth", "--Lambda", "--seed")),
+                     "--bitwidth", str(bits), "--Lambda", f"{Lambda:g}"]
+            seeds = sorted(r.get("seed", 0) for r in runs)
+            # one command per seed: the row's is that of the first, the others differ in --seed
+            mean_of = f", mean of seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else ""
+            rows.append({"method": f"{method} {bits} bits, Λ {Lambda:g} ({protocol} protocol{mean_of})",
+                         "family": "ECQ / ECQx (trained)", "top1": top1,
+                         "bytes": round(sum(r["compressed_bytes"] for r in runs) / len(runs)),
+                         "command": " ".join(["python run.py ecqx", *flags, "--seed", str(seeds[0])]),
+                         "source": source})
     return rows
 
 
