@@ -470,7 +470,8 @@ def _parts(model, train_loader, device, verbose, threads, options,
 
     def parts():
         yield StreamPart(b"".join(stream_head(plan.settings)), {}, None, None)
-        for part in ordered_map(code, plan.entries, threads):
+        # weighted by size: a few large tensors in flight at a time, however many small ones
+        for part in ordered_map(code, plan.entries, threads, weight=lambda e: e.array.size):
             if part is not None:
                 yield part
             del part                     # hold no tensor while the next one is coded

@@ -66,12 +66,15 @@ def shared_pool() -> ThreadPoolExecutor:
 
 
 def ordered_map(fn: Callable, items: Iterable, threads: int,
-                window: int | None = None) -> Iterator:
+                window: int | None = None, weight: Callable | None = None) -> Iterator:
     """``fn(item)`` for every item, in order, computed on ``threads`` threads with at most
     ``window`` items (default ``4 * threads``) submitted but not yet yielded. The window is
     wider than the pool because results are yielded in order: with one item per thread,
     the small tensors behind a large one (a layer's bias and norms) finish at once and
     leave their threads idle until the large one is done, which serialises a ResNet.
+    With ``weight`` (e.g. an item's element count), more than ``threads`` items are in
+    flight only while their weights add up to at most ``threads`` times the heaviest item
+    so far: small items fill the window, large ones hold one thread's share of memory each.
     Items are drawn from ``items`` in the calling thread. With one thread everything runs in the
     calling thread. An exception in ``fn`` is raised when its result is reached; items
     still pending are then cancelled (or, if running, awaited and discarded)."""
@@ -81,19 +84,28 @@ def ordered_map(fn: Callable, items: Iterable, threads: int,
         return
     executor = pool(threads)
     limit = max(1, window if window is not None else 4 * threads)
-    pending: deque = deque()
+    pending: deque = deque()             # (future, weight)
+    in_flight, heaviest = 0, 0
+
+    def too_heavy() -> bool:
+        return weight is not None and len(pending) > threads and in_flight > threads * heaviest
     try:
         for item in items:
-            pending.append(executor.submit(fn, item))
+            w = weight(item) if weight is not None else 0
+            heaviest = max(heaviest, w)
+            pending.append((executor.submit(fn, item), w))
+            in_flight += w
             del item                     # hold no input while the next one is read
-            if len(pending) >= limit:
-                yield pending.popleft().result()
+            while pending and (len(pending) >= limit or too_heavy()):
+                future, w = pending.popleft()
+                in_flight -= w
+                yield future.result()
         while pending:
-            yield pending.popleft().result()
+            yield pending.popleft()[0].result()
     finally:
-        for future in pending:
+        for future, _ in pending:
             future.cancel()
-        for future in pending:
+        for future, _ in pending:
             if not future.cancelled():
                 try:
                     future.result()

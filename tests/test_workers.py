@@ -53,6 +53,38 @@ def test_explicit_window_limits_items_in_flight():
     assert next(results) == 0 and len(drawn) == 1
 
 
+def test_weights_keep_large_items_to_a_share_per_thread():
+    # equal large items: a third is drawn while two run, then the first must be handed out;
+    # small ones behind a large item still fill the window
+    release = threading.Event()
+    drawn, items = _drawn_counter(10)
+
+    def work(i):
+        release.wait(5)
+        return i
+    sizes = [100, 100, 100, 100, 1, 1, 1, 1, 1, 1]
+    results = ordered_map(work, items, 2, weight=lambda i: sizes[i])
+    first = []
+    consumer = threading.Thread(target=lambda: first.append(next(results)))
+    consumer.start()
+    time.sleep(0.2)
+    assert len(drawn) == 3 and not first
+    release.set()
+    consumer.join(5)
+    assert first == [0] and list(results) == list(range(1, 10))
+    small = [1000] + [1] * 20
+    drawn, items = _drawn_counter(len(small))
+    release.clear()
+    results = ordered_map(work, items, 2, weight=lambda i: small[i])
+    consumer = threading.Thread(target=lambda: first.append(next(results)))
+    consumer.start()
+    time.sleep(0.2)
+    assert len(drawn) == 8                 # the plain window of four per thread
+    release.set()
+    consumer.join(5)
+    assert list(results) == list(range(1, len(small)))
+
+
 def test_an_error_is_raised_at_its_result():
     def work(i):
         if i == 3:
